@@ -93,3 +93,29 @@ class Split:
     test: pd.DataFrame
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)
     seed: int = 0
+    context: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """Explicit history rows per part, for protocols where the default rule does not hold (P1's new users)."""
+
+    def history_for(self, part: str) -> pd.DataFrame:
+        """The rows that form each user's history when evaluating ``part`` ("valid" or "test").
+
+        Default: ``train`` for valid, ``train`` + ``valid`` for test; a protocol may override per part via
+        ``context`` (e.g. P1's test users' histories are their own earlier events, never in ``train``).
+        Always use this method rather than re-deriving the rule.
+        """
+        if part in self.context:
+            return self.context[part]
+        if part == "valid":
+            return self.train
+        if part == "test":
+            return pd.concat([self.train, self.valid], ignore_index=True)
+        if part == "train":
+            return self.train
+        raise ValueError(f"unknown split part {part!r}; expected 'train', 'valid' or 'test'")
+
+    def targets(self, part: str) -> pd.DataFrame:
+        """The target rows of ``part``."""
+        try:
+            return {"train": self.train, "valid": self.valid, "test": self.test}[part]
+        except KeyError:
+            raise ValueError(f"unknown split part {part!r}; expected 'train', 'valid' or 'test'") from None
