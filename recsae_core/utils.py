@@ -40,7 +40,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={str(device)!r} was asked for, but torch sees no CUDA GPU on this machine")
+        raise RuntimeError(
+            f"device={str(device)!r} was asked for, but torch sees no CUDA GPU on this machine"
+        )
     return dev
 
 
@@ -76,6 +78,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def stable_hash(obj: Any, length: int = 16) -> str:
     """A short sha256 hex digest of ``obj``'s canonical JSON form (dataclasses via ``__dict__``)."""
+
     def default(o: Any) -> Any:
         if hasattr(o, "__dataclass_fields__"):
             return {k: getattr(o, k) for k in o.__dataclass_fields__}
