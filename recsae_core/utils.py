@@ -29,7 +29,7 @@ __all__ = [
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU ``torch.Generator`` seeded the same way."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds legacy global-state users (third-party code)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
