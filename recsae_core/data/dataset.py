@@ -69,9 +69,9 @@ class RecDataset:
         """Raise a clear error when ``what`` needs event order and the data has no timestamps."""
         if not self.has_timestamps:
             raise ValueError(
-                f"dataset {self.name!r} has no timestamps, so {what} cannot be trained on it: "
-                "sequences need event order. Use a file with timestamps (for MovieLens-1M, "
-                "ratings-prefix-users-1-2999.dat or the official ratings.dat) or a non-sequential model."
+                f"{what} needs the order of events, but dataset {self.name!r} has no timestamps. Use data "
+                "with timestamps (for MovieLens-1M: 'ml-1m-prefix' or the official ratings.dat as 'ml-1m') "
+                "or a non-sequential model (BPR-MF, LightGCN, MF, NCF)."
             )
 
 
