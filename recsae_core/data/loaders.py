@@ -162,6 +162,7 @@ def _read_table(
         fast = _read_typed(raw, columns, sep, encoding, header_lines)
         if fast is not None:
             return fast
+    _check_field_counts(raw, path, n, sep, header_lines, fmt, extra_ok)
     try:
         df = pd.read_csv(
             io.BytesIO(raw),
@@ -227,6 +228,24 @@ def _read_table(
             )
         out[name] = vals.astype("int64" if kind == "int" else "float64")
     return pd.DataFrame(out)
+
+
+def _check_field_counts(
+    raw: bytes, path: Path, n: int, sep: str, header: int, fmt: str, extra_ok: bool
+) -> None:
+    """Find the first line whose number of fields is not ``n`` (blank lines only at the end)."""
+    lines = raw.split(b"\n")[header:]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    s = sep.encode()
+    for i, line in enumerate(lines):
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            raise DataFormatError(path, i + 1 + header, fmt, "an empty line")
+        k = line.count(s) + 1
+        if k < n or (k > n and not extra_ok):
+            shown = line.decode("latin-1").replace(sep, " | ")
+            raise DataFormatError(path, i + 1 + header, f"{n} fields: {fmt}", f"{k} fields: {shown}")
 
 
 def _read_typed(

@@ -116,8 +116,13 @@ def p1_new_users(
     test_multi = test_full[test_full.groupby("user", sort=False)["item"].transform("size").to_numpy() > 1]
     test_hist, test = _split_last(test_multi.reset_index(drop=True))
     return Split(
-        "p1-new-users", ds, train, valid, test,
-        extra={"sae": sae, "test_full": test_full}, seed=seed,
+        "p1-new-users",
+        ds,
+        train,
+        valid,
+        test,
+        extra={"sae": sae, "test_full": test_full},
+        seed=seed,
         context={"valid": valid_hist, "test": test_hist},
     )
 
@@ -132,7 +137,9 @@ def _weighted_top_n(df: pd.DataFrame, weights: np.ndarray, n: int, rng: np.rando
     return rank <= n
 
 
-def p3_holdout(ds: RecDataset, seed: int = 42, n_test: int = 5, n_valid: int = 1, min_train: int = 2) -> Split:
+def p3_holdout(
+    ds: RecDataset, seed: int = 42, n_test: int = 5, n_valid: int = 1, min_train: int = 2
+) -> Split:
     """P3's per-user hold-out (Arviv et al., ML-1M ``data_processing``): 5 positives per user for test.
 
     Interactions are binarised (every rating is a positive). Held-out items are drawn without replacement
@@ -156,8 +163,13 @@ def p3_holdout(ds: RecDataset, seed: int = 42, n_test: int = 5, n_valid: int = 1
     return Split("p3-holdout", ds, train, valid, test, seed=seed)
 
 
-def p2_temporal(ds: RecDataset, train_frac: float = 0.8, valid_frac: float = 0.1, min_rating: float | None = None,
-                seed: int = 0) -> Split:
+def p2_temporal(
+    ds: RecDataset,
+    train_frac: float = 0.8,
+    valid_frac: float = 0.1,
+    min_rating: float | None = None,
+    seed: int = 0,
+) -> Split:
     """P2's global temporal split (ReChorus ``ML_1MTOPK``): first 80 % of days train, next 10 % valid, rest test.
 
     Days are ``timestamp // 86400``; the cut points are quantiles of the distinct days. Users and items that

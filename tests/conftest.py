@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests that need the real datasets use ``shared_data`` and are marked ``shared``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def shared_data_dir() -> Path | None:
+    """``$RECSAE_DATA`` if set, else ``../shared/datasets`` beside the repository, if it exists."""
+    env = os.environ.get("RECSAE_DATA")
+    path = Path(env) if env else _DEFAULT_SHARED
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real datasets folder; skips the test (with the reason) when it is absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real datasets not found: set RECSAE_DATA to shared/datasets (CI does)")
+    os.environ["RECSAE_DATA"] = str(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Never write into the user's real cache from tests."""
+    monkeypatch.setenv("RECSAE_HOME", str(tmp_path_factory.getbasetemp() / "recsae_home"))
