@@ -105,7 +105,7 @@ def test_archive_checksum_mismatch_leaves_nothing(server, tmp_path):
 
 def test_file_checksum_mismatch_leaves_nothing(server, tmp_path):
     bad = spec(files={**spec().files, "u.data": "f" * 64})
-    with pytest.raises(ChecksumError, match="u.data"):
+    with pytest.raises(ChecksumError, match=r"u\.data"):
         fetch_dataset(bad, root=tmp_path, url=f"{server}/ok.zip", progress=False)
     assert leftovers(tmp_path) == []
 
