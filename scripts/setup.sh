@@ -19,7 +19,6 @@ stamp=".venv/.recsae-installed-$what"
 want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "==> installing Python packages (.[${what}])"
-  .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[${what}]"
   echo "$want" > "$stamp"
