@@ -90,3 +90,12 @@ def test_cli_datasets_lists_all(shared_data, capsys):
     for name in ("ml-100k", "ml-1m", "ml-1m-prefix", "ml-1m-notime", "lastfm-2k"):
         assert name in out
     assert "found:" in out
+
+
+def test_resolve_ml1m_variant(shared_data):
+    from recsae_core.data.registry import locate, resolve_variant
+
+    if locate("ml-1m")[0] is None:  # the shared folder has no official ratings.dat
+        assert resolve_variant("ml-1m", need_timestamps=True) == "ml-1m-prefix"
+        assert resolve_variant("ml-1m") == "ml-1m-notime"
+    assert resolve_variant("ml-100k", need_timestamps=True) == "ml-100k"

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DATASETS", "DatasetSpec", "cache_home", "get_spec", "locate"]
+__all__ = ["DATASETS", "DatasetSpec", "cache_home", "get_spec", "locate", "resolve_variant"]
 
 
 @dataclass(frozen=True)
@@ -202,3 +202,19 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Path |
         else:
             notes.append(f"{how} {folder} does not exist")
     return None, "; ".join(notes)
+
+
+def resolve_variant(name: str, *, need_timestamps: bool = False) -> str:
+    """The dataset name to load for ``name`` on this machine.
+
+    ``"ml-1m"`` means the official MovieLens-1M. Where its ``ratings.dat`` is not at hand but the variants
+    built from public copies are (as in the project's shared data directory), this returns
+    ``"ml-1m-prefix"`` when timestamps are needed (sequential models) and ``"ml-1m-notime"`` otherwise.
+    Other names are returned unchanged. When nothing is found locally, ``name`` is returned (and will be
+    downloaded).
+    """
+    get_spec(name)
+    if name != "ml-1m" or locate(name)[0] is not None:
+        return name
+    alt = "ml-1m-prefix" if need_timestamps else "ml-1m-notime"
+    return alt if locate(alt)[0] is not None else name
