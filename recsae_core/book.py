@@ -1,0 +1,706 @@
+"""``recsae book``: execute the book's chapters with papermill, then build the HTML with Jupyter Book 1.
+
+Usage::
+
+    recsae book [--profile smoke|default|paper] [--chapter NAME ...] [--dataset NAME ...]
+                [--output DIR] [--force] [--no-build] [--quiet]
+
+What lives where (repository root = the book root):
+
+* ``_config.yml`` — the Jupyter Book configuration (offline JavaScript, execution off).
+* ``_toc.yml`` — the **default layout**: the intro, then for every chapter an entry
+  ``chapters/<chapter>/index`` whose sections ``chapters/<chapter>/<dataset>`` are the per-dataset pages.
+* ``book/<chapter>.ipynb`` — a chapter's source notebook (outputs cleared, one cell tagged ``parameters``
+  that declares at least ``dataset``).
+* ``book/profiles/<chapter>.yaml`` — the chapter's title, description, datasets and parameters::
+
+      title: Datasets
+      description: one paragraph of markdown shown on the chapter's index page
+      datasets: [ml-100k, lastfm-2k]     # default pages, in order
+      optional_datasets: [ml-1m]         # also accepted with --dataset (e.g. the official file, downloaded)
+      smoke:   {datasets: [ml-100k], params: {...}}   # seconds; used by the tests
+      default: {params: {...}}                        # the README's CPU book
+      paper:   {params: {device: cuda, ...}}          # the papers' settings; suits a GPU
+
+  Parameters are those of the profile section; the runner adds ``dataset``. Every parameter must be declared
+  in the notebook's ``parameters`` cell (checked before anything runs).
+* ``book/*.md`` and images — plain pages (the intro), copied as they are.
+
+What a run does:
+
+1. **Plan.** Chapters: ``--chapter`` or every chapter of ``_toc.yml``. Datasets per chapter: the profile
+   section's ``datasets`` (else the chapter's ``datasets``); with ``--dataset``, only those names, among the
+   chapter's ``datasets`` + ``optional_datasets`` (a chapter that supports none of them is left out).
+2. **Execute** each (chapter, dataset) with papermill into
+   ``<output>/_build/executed/<profile>/<chapter>/<dataset>.ipynb``, unless its inputs are unchanged: the hash
+   of the source notebook, the parameters, the package's source (``recsae_core/**/*.py``; the runner's own
+   files are represented by :data:`RUNNER_VERSION`), the data's identity (sha256 of the dataset's files, found
+   as the loaders find them) and the Python/library versions is recorded beside the notebook in
+   ``<dataset>.inputs.json``; an equal hash means the notebook is reused. papermill writes to a temporary file
+   that is renamed over the notebook only on success, so a failure leaves the previous good notebook in place
+   (the failed one is kept as ``<dataset>.failed.ipynb`` for inspection, outside the book); the run then stops,
+   names the chapter, dataset and cell, and exits with status 1. Kernels inherit this process's environment,
+   so ``RECSAE_DATA`` reaches them unchanged; their working directory is the book root. Executed notebooks
+   show the parameters they ran with: papermill's ``injected-parameters`` cell is kept, collapsed
+   (``hide-input``), and the source's ``parameters`` cell is removed from the page (``remove-cell``). The
+   first ``# heading`` gets the dataset's title appended (``# Datasets: MovieLens-100k``).
+3. **Build.** The runner assembles a Jupyter Book source tree in ``<output>/_build/src``: ``_config.yml``,
+   a **generated** ``_toc.yml`` (the root one, keeping only this run's chapters and datasets, in the root
+   file's order; datasets the root file does not list are appended), ``book/`` pages, a generated
+   ``chapters/<chapter>/index.md`` per chapter, and the executed notebooks. It then runs
+   ``jupyter-book build <src> --path-output <output> --toc <src>/_toc.yml -W -n --keep-going``, so a
+   ``--chapter``/``--dataset`` subset still builds with warnings as errors. The HTML lands in
+   ``<output>/_build/html`` (default ``<output>`` = the repository root, i.e. ``_build/html``).
+
+Executed notebooks are kept per profile, so switching between ``smoke`` and ``default`` does not re-execute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .utils import atomic_path, atomic_write_json, file_sha256, stable_hash
+
+__all__ = [
+    "PROFILES",
+    "RUNNER_VERSION",
+    "BookError",
+    "ChapterFailed",
+    "Job",
+    "build_html",
+    "input_hash",
+    "main",
+    "plan",
+    "run_book",
+]
+
+#: bump when the runner changes what it writes into executed notebooks (post-processing), to re-execute.
+RUNNER_VERSION = 1
+PROFILES = ("smoke", "default", "paper")
+#: the repository root: the book root by default.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: files of the package that never run inside a chapter's kernel (left out of the source hash).
+_NOT_IN_KERNEL = {"book.py", "cli.py"}
+_CHAPTER_ENTRY = re.compile(r"^chapters/(?P<chapter>[A-Za-z0-9_\-]+)/index$")
+_VERSIONED = (
+    "torch",
+    "numpy",
+    "pandas",
+    "scipy",
+    "matplotlib",
+    "seaborn",
+    "plotly",
+    "ipywidgets",
+    "papermill",
+)
+
+
+class BookError(RuntimeError):
+    """A problem with the book's configuration or arguments (message says what to fix)."""
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter's cell raised; the message names the chapter, the dataset and the cell."""
+
+    def __init__(self, job: Job, cell: int | None, source_line: str, error: str, failed_copy: Path) -> None:
+        where = f"cell {cell} of {job.source.name}" if cell is not None else f"{job.source.name}"
+        super().__init__(
+            f"chapter {job.chapter!r}, dataset {job.dataset!r}: {where} failed"
+            + (f" ({source_line!r})" if source_line else "")
+            + f": {error}\n  the failed notebook is kept at {failed_copy}"
+        )
+        self.job, self.cell, self.error, self.failed_copy = job, cell, error, failed_copy
+
+
+@dataclass
+class Chapter:
+    """A chapter as declared by its profile file."""
+
+    name: str
+    source: Path
+    title: str
+    description: str
+    datasets: list[str]
+    optional_datasets: list[str]
+    sections: dict[str, dict[str, Any]]
+
+    def profile_datasets(self, profile: str) -> list[str]:
+        return list(self.sections.get(profile, {}).get("datasets") or self.datasets)
+
+    def params(self, profile: str) -> dict[str, Any]:
+        return dict(self.sections.get(profile, {}).get("params") or {})
+
+
+@dataclass
+class Job:
+    """One notebook to execute: a chapter on a dataset with a profile's parameters."""
+
+    chapter: str
+    dataset: str
+    source: Path
+    params: dict[str, Any]
+    executed: Path
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sidecar(self) -> Path:
+        return self.executed.with_suffix(".inputs.json")
+
+    @property
+    def failed(self) -> Path:
+        return self.executed.with_suffix(".failed.ipynb")
+
+
+# ----------------------------------------------------------------------------------------- configuration
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BookError(f"{path} not found") from None
+    except yaml.YAMLError as err:
+        raise BookError(f"{path}: not valid YAML: {err}") from None
+
+
+def toc_chapters(toc: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(chapter, datasets listed as its sections) for every ``chapters/<name>/index`` entry, in toc order."""
+    out = []
+    for part in toc.get("parts", [{"chapters": toc.get("chapters", [])}]):
+        for entry in part.get("chapters", []):
+            m = _CHAPTER_ENTRY.match(str(entry.get("file", "")))
+            if m:
+                chapter = m["chapter"]
+                prefix = f"chapters/{chapter}/"
+                datasets = [
+                    str(s["file"])[len(prefix) :]
+                    for s in entry.get("sections", [])
+                    if str(s.get("file", "")).startswith(prefix)
+                ]
+                out.append((chapter, datasets))
+    return out
+
+
+def load_chapter(root: Path, name: str) -> Chapter:
+    """Read ``book/profiles/<name>.yaml`` and check it names an existing source notebook."""
+    path = root / "book" / "profiles" / f"{name}.yaml"
+    raw = _read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise BookError(f"{path}: expected a mapping with title, datasets and smoke/default/paper sections")
+    source = root / "book" / raw.get("notebook", f"{name}.ipynb")
+    if not source.is_file():
+        raise BookError(f"{path}: the chapter's source notebook {source} does not exist")
+    datasets = [str(d) for d in raw.get("datasets") or []]
+    if not datasets:
+        raise BookError(f"{path}: 'datasets' must list the datasets the chapter runs on")
+    sections = {}
+    for prof in PROFILES:
+        sec = raw.get(prof) or {}
+        if not isinstance(sec, dict) or set(sec) - {"datasets", "params"}:
+            raise BookError(
+                f"{path}: section {prof!r} may only hold 'datasets' and 'params', got {sorted(sec)}"
+            )
+        if "dataset" in (sec.get("params") or {}):
+            raise BookError(f"{path}: section {prof!r}: 'dataset' is set by the runner, not in params")
+        sections[prof] = sec
+    return Chapter(
+        name=name,
+        source=source,
+        title=str(raw.get("title", name.replace("_", " ").capitalize())),
+        description=str(raw.get("description", "")).strip(),
+        datasets=datasets,
+        optional_datasets=[str(d) for d in raw.get("optional_datasets") or []],
+        sections=sections,
+    )
+
+
+def _declared_parameters(source: Path) -> set[str]:
+    import papermill
+
+    return set(papermill.inspect_notebook(str(source)))
+
+
+# ------------------------------------------------------------------------------------------------ hashing
+
+
+def package_source_hash() -> str:
+    """sha256 over the package's ``.py`` files that run in kernels (paths and contents)."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        rel = path.relative_to(PACKAGE_DIR)
+        if rel.as_posix() in _NOT_IN_KERNEL:
+            continue
+        h.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+_DATA_IDENTITY: dict[str, Any] = {}
+
+
+def data_identity(dataset: str) -> Any:
+    """What identifies ``dataset``'s data: sha256 of its files where the loaders would find them.
+
+    Unregistered names (a test's toy dataset) are identified by their name only; a registered dataset that is
+    not found is recorded as such (its chapter will then fail with the loader's message).
+    """
+    if dataset in _DATA_IDENTITY:
+        return _DATA_IDENTITY[dataset]
+    try:
+        from .data.registry import DATASETS, locate
+    except ImportError:  # pragma: no cover - the registry is part of the package
+        return {"name": dataset}
+    if dataset not in DATASETS:
+        ident: Any = {"name": dataset, "registered": False}
+    else:
+        folder, _how = locate(dataset)
+        if folder is None:
+            ident = {"name": dataset, "found": False}
+        else:
+            ident = {f: file_sha256(folder / f) for f in sorted(DATASETS[dataset].files)}
+    _DATA_IDENTITY[dataset] = ident
+    return ident
+
+
+def _environment() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for dist in _VERSIONED:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "-"
+    return versions
+
+
+def input_hash(job: Job) -> tuple[str, dict[str, Any]]:
+    """The hash that decides whether ``job`` must run again, and the parts it is made of."""
+    parts = {
+        "runner": RUNNER_VERSION,
+        "notebook": file_sha256(job.source),
+        "params": job.params,
+        "package": package_source_hash(),
+        "data": data_identity(job.dataset),
+        "environment": _environment(),
+    }
+    return stable_hash(parts, length=32), parts
+
+
+def _recorded_hash(job: Job) -> str | None:
+    if not (job.executed.is_file() and job.sidecar.is_file()):
+        return None
+    try:
+        return json.loads(job.sidecar.read_text())["hash"]
+    except (ValueError, KeyError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+
+def plan(
+    root: Path,
+    profile: str,
+    chapters: Sequence[str] | None,
+    datasets: Sequence[str] | None,
+    output: Path,
+) -> tuple[list[Job], dict[str, Any], dict[str, Chapter]]:
+    """The jobs of this run, the root toc, and the chapters by name (see the module docstring)."""
+    if profile not in PROFILES:
+        raise BookError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    toc = _read_yaml(root / "_toc.yml")
+    known = [c for c, _ in toc_chapters(toc)]
+    if chapters:
+        unknown = [c for c in chapters if c not in known]
+        if unknown:
+            raise BookError(f"unknown chapter(s) {unknown}; _toc.yml has {', '.join(known)}")
+        selected = [c for c in known if c in set(chapters)]
+    else:
+        selected = known
+    loaded = {name: load_chapter(root, name) for name in selected}
+    jobs: list[Job] = []
+    for name in selected:
+        ch = loaded[name]
+        if datasets:
+            allowed = ch.datasets + ch.optional_datasets
+            names = [d for d in datasets if d in allowed]
+        else:
+            names = ch.profile_datasets(profile)
+        declared = _declared_parameters(ch.source)
+        params = ch.params(profile)
+        undeclared = sorted(set(params) - declared) + ([] if "dataset" in declared else ["dataset"])
+        if undeclared:
+            raise BookError(
+                f"chapter {name!r}: parameter(s) {undeclared} of profile {profile!r} are not declared in the "
+                f"'parameters' cell of {ch.source} (declared: {sorted(declared)})"
+            )
+        for ds in names:
+            executed = output / "_build" / "executed" / profile / name / f"{ds}.ipynb"
+            jobs.append(Job(name, ds, ch.source, {**params, "dataset": ds}, executed))
+    if not jobs:
+        raise BookError(
+            f"nothing to run: chapters {selected} support none of the datasets {list(datasets or [])}"
+        )
+    return jobs, toc, loaded
+
+
+# ----------------------------------------------------------------------------------------------- executing
+
+
+def _dataset_title(dataset: str) -> str:
+    try:
+        from .data.registry import DATASETS
+
+        return DATASETS[dataset].title if dataset in DATASETS else dataset
+    except ImportError:  # pragma: no cover
+        return dataset
+
+
+def postprocess(nb: Any, dataset: str) -> Any:
+    """Tag the parameter cells for the page and put the dataset in the title (in place; returns ``nb``)."""
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
+    title = _dataset_title(dataset)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            lines = cell.source.split("\n")
+            for i, line in enumerate(lines):
+                if line.startswith("# ") and not line.rstrip().endswith(f": {title}"):
+                    lines[i] = f"{line.rstrip()}: {title}"
+                    cell.source = "\n".join(lines)
+                    return nb
+            break
+    return nb
+
+
+def _source_cell(nb_out: Any, cell_index: int) -> tuple[int, str]:
+    """1-based index of a failing cell in the *source* notebook (papermill inserted one cell) and its first line."""
+    cells = nb_out.cells
+    injected = next(
+        (i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", [])), None
+    )
+    src_index = cell_index - (1 if injected is not None and cell_index > injected else 0)
+    first = cells[cell_index].source.strip().split("\n")[0] if 0 <= cell_index < len(cells) else ""
+    return src_index + 1, first[:80]
+
+
+def execute(job: Job, root: Path, *, progress: bool = True) -> float:
+    """Run ``job`` with papermill (temp file, renamed on success); return the seconds it took.
+
+    Raises :class:`ChapterFailed` when a cell raises; the previous good notebook stays untouched.
+    """
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    t0 = time.perf_counter()
+    job.executed.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(job.executed) as tmp:
+        tmp_nb = tmp.with_suffix(".ipynb")  # papermill wants an .ipynb suffix
+        try:
+            papermill.execute_notebook(
+                str(job.source),
+                str(tmp_nb),
+                parameters=job.params,
+                kernel_name="python3",
+                progress_bar=progress,
+                cwd=str(root),
+                request_save_on_cell_execute=False,
+            )
+        except PapermillExecutionError as err:
+            nb_out = nbformat.read(tmp_nb, as_version=4)
+            shutil.move(tmp_nb, job.failed)
+            cell, line = _source_cell(nb_out, err.cell_index)
+            raise ChapterFailed(job, cell, line, f"{err.ename}: {err.evalue}", job.failed) from None
+        except BaseException:
+            tmp_nb.unlink(missing_ok=True)
+            raise
+        nb = postprocess(nbformat.read(tmp_nb, as_version=4), job.dataset)
+        nbformat.write(nb, tmp)
+        tmp_nb.unlink()
+    job.failed.unlink(missing_ok=True)
+    seconds = time.perf_counter() - t0
+    atomic_write_json(
+        job.sidecar, {"hash": job.parts["hash"], "inputs": job.parts["inputs"], "seconds": seconds}
+    )
+    return seconds
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def generated_toc(toc: dict[str, Any], jobs: Sequence[Job]) -> dict[str, Any]:
+    """The root toc restricted to this run's chapters and datasets (order of the root file, extras appended)."""
+    run: dict[str, list[str]] = {}
+    for job in jobs:
+        run.setdefault(job.chapter, []).append(job.dataset)
+    out = {k: v for k, v in toc.items() if k not in ("parts", "chapters")}
+    parts_in = toc.get("parts")
+    parts_out = []
+    for part in parts_in if parts_in is not None else [{"chapters": toc.get("chapters", [])}]:
+        chapters = []
+        for entry in part.get("chapters", []):
+            m = _CHAPTER_ENTRY.match(str(entry.get("file", "")))
+            if not m:
+                chapters.append(entry)
+                continue
+            name = m["chapter"]
+            if name not in run:
+                continue
+            listed = [str(s["file"]).split("/")[-1] for s in entry.get("sections", [])]
+            order = [d for d in listed if d in run[name]] + [d for d in run[name] if d not in listed]
+            new = {k: v for k, v in entry.items() if k != "sections"}
+            new["sections"] = [{"file": f"chapters/{name}/{d}"} for d in order]
+            chapters.append(new)
+        if chapters:
+            parts_out.append({**{k: v for k, v in part.items() if k != "chapters"}, "chapters": chapters})
+    if parts_in is not None:
+        out["parts"] = parts_out
+    else:
+        out["chapters"] = parts_out[0]["chapters"] if parts_out else []
+    return out
+
+
+def _sync_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` unless identical (keeps mtimes, so Sphinx rebuilds only what changed)."""
+    if dst.is_file() and dst.stat().st_size == src.stat().st_size and dst.read_bytes() == src.read_bytes():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def _index_page(ch: Chapter) -> str:
+    return f"# {ch.title}\n\n{ch.description}\n\nOne page per dataset:\n\n```{{tableofcontents}}\n```\n"
+
+
+def assemble_source(
+    root: Path, output: Path, toc: dict[str, Any], jobs: Sequence[Job], chapters: dict[str, Chapter]
+) -> Path:
+    """Lay out the Jupyter Book source tree in ``<output>/_build/src``; return it."""
+    src = output / "_build" / "src"
+    vendor = root / "book" / "_vendor"
+    if not (vendor / "html-manager" / "embed-amd.js").is_file():
+        raise BookError(f"{vendor} is incomplete: run `npm ci && python scripts/vendor_js.py` first")
+    wanted: set[Path] = set()
+    # configuration: the root _config.yml and the generated toc; a new toc means a clean HTML build
+    new_toc = yaml.safe_dump(generated_toc(toc, jobs), sort_keys=False)
+    toc_path = src / "_toc.yml"
+    if toc_path.is_file() and toc_path.read_text(encoding="utf-8") != new_toc:
+        for stale in ("html", ".doctrees", "jupyter_execute"):
+            shutil.rmtree(output / "_build" / stale, ignore_errors=True)
+    _write_if_changed(toc_path, new_toc)
+    wanted.add(toc_path)
+    _sync_file(root / "_config.yml", src / "_config.yml")
+    wanted.add(src / "_config.yml")
+    # plain pages and images from book/ (not the chapter sources, profiles or the vendored JS)
+    book = root / "book"
+    for path in sorted(book.rglob("*")):
+        rel = path.relative_to(book)
+        if (
+            not path.is_file()
+            or rel.parts[0] in {"_vendor", "profiles"}
+            or ".ipynb_checkpoints" in rel.parts
+            or path.suffix == ".ipynb"
+        ):
+            continue
+        _sync_file(path, src / "book" / rel)
+        wanted.add(src / "book" / rel)
+    link = src / "book" / "_vendor"
+    if not link.is_symlink() or link.resolve() != vendor.resolve():
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        elif link.is_dir():
+            shutil.rmtree(link)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(vendor.resolve(), target_is_directory=True)
+    # chapters: index pages and executed notebooks
+    for name in {job.chapter for job in jobs}:
+        index = src / "chapters" / name / "index.md"
+        _write_if_changed(index, _index_page(chapters[name]))
+        wanted.add(index)
+    for job in jobs:
+        dst = src / "chapters" / job.chapter / f"{job.dataset}.ipynb"
+        _sync_file(job.executed, dst)
+        wanted.add(dst)
+    # remove what this run does not contain
+    for path in sorted(src.rglob("*"), reverse=True):
+        if path == link or link in path.parents:
+            continue
+        if path.is_file() and path not in wanted:
+            path.unlink()
+        elif path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
+    return src
+
+
+def _jupyter_book() -> list[str]:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("jupyter-book")
+    if found:
+        return [found]
+    raise BookError("jupyter-book is not installed: pip install -e '.[book]'")
+
+
+def build_html(src: Path, output: Path) -> Path:
+    """``jupyter-book build`` with warnings as errors; returns ``<output>/_build/html``."""
+    cmd = [
+        *_jupyter_book(),
+        "build",
+        str(src),
+        "--path-output",
+        str(output),
+        "--toc",
+        str(src / "_toc.yml"),
+        "--config",
+        str(src / "_config.yml"),
+        "-W",
+        "-n",
+        "--keep-going",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    log = proc.stdout + proc.stderr
+    (output / "_build").mkdir(parents=True, exist_ok=True)
+    (output / "_build" / "build.log").write_text(log, encoding="utf-8")
+    if proc.returncode != 0:
+        warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+        raise BookError(
+            "jupyter-book build failed (warnings are errors):\n  "
+            + "\n  ".join(warnings[-30:] or log.splitlines()[-30:])
+            + f"\n  full log: {output / '_build' / 'build.log'}"
+        )
+    return output / "_build" / "html"
+
+
+# --------------------------------------------------------------------------------------------------- driver
+
+
+def run_book(
+    *,
+    root: Path = REPO_ROOT,
+    profile: str = "default",
+    chapters: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    output: Path | None = None,
+    force: bool = False,
+    build: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Execute the planned chapters (skipping unchanged ones) and build the HTML.
+
+    Returns a summary: ``executed`` and ``skipped`` as ``(chapter, dataset)`` lists, ``seconds`` per executed
+    notebook, and ``html`` (the folder, or ``None`` with ``build=False``). Raises :class:`ChapterFailed` or
+    :class:`BookError`.
+    """
+    root = Path(root).resolve()
+    output = Path(output).resolve() if output is not None else root
+    jobs, toc, loaded = plan(root, profile, chapters, datasets, output)
+
+    def say(msg: str) -> None:
+        if progress:
+            print(msg, flush=True)
+
+    summary: dict[str, Any] = {"executed": [], "skipped": [], "seconds": {}, "html": None}
+    say(f"recsae book: profile {profile!r}, {len(jobs)} notebook(s), output {output / '_build'}")
+    for i, job in enumerate(jobs, 1):
+        digest, parts = input_hash(job)
+        job.parts = {"hash": digest, "inputs": parts}
+        tag = f"[{i}/{len(jobs)}] {job.chapter} / {job.dataset}"
+        if not force and _recorded_hash(job) == digest:
+            say(f"{tag}: unchanged, skipped")
+            summary["skipped"].append((job.chapter, job.dataset))
+            continue
+        say(f"{tag}: executing {job.source.relative_to(root)} ...")
+        seconds = execute(job, root, progress=progress)
+        say(f"{tag}: done in {seconds:.1f} s")
+        summary["executed"].append((job.chapter, job.dataset))
+        summary["seconds"][f"{job.chapter}/{job.dataset}"] = seconds
+    if build:
+        t0 = time.perf_counter()
+        say("building the HTML (jupyter-book, warnings as errors) ...")
+        src = assemble_source(root, output, toc, jobs, loaded)
+        html = build_html(src, output)
+        summary["html"] = html
+        summary["build_seconds"] = time.perf_counter() - t0
+        say(f"built in {summary['build_seconds']:.1f} s. The book is at {html / 'index.html'}")
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recsae book",
+        description="Execute the book's chapters with papermill (skipping unchanged ones) and build the HTML.",
+    )
+    p.add_argument(
+        "--profile",
+        default="default",
+        choices=PROFILES,
+        help="parameter set: smoke (seconds, tests), default (CPU book), paper (papers' settings, GPU)",
+    )
+    p.add_argument("--chapter", nargs="+", metavar="NAME", help="only these chapters (names as in _toc.yml)")
+    p.add_argument(
+        "--dataset", nargs="+", metavar="NAME", help="only these datasets (e.g. ml-100k lastfm-2k)"
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="folder that receives _build/ (default: the repository root)",
+    )
+    p.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
+    p.add_argument("--force", action="store_true", help="re-execute even when the inputs are unchanged")
+    p.add_argument("--no-build", action="store_true", help="execute only; do not build the HTML")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``recsae book``; returns the exit status (0 ok, 1 a chapter or the build failed, 2 usage)."""
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        run_book(
+            root=args.root,
+            profile=args.profile,
+            chapters=args.chapter,
+            datasets=args.dataset,
+            output=args.output,
+            force=args.force,
+            build=not args.no_build,
+            progress=not args.quiet,
+        )
+    except ChapterFailed as err:
+        print(f"recsae book: {err}", file=sys.stderr)
+        return 1
+    except BookError as err:
+        print(f"recsae book: {err}", file=sys.stderr)
+        return 1 if "jupyter-book build failed" in str(err) else 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
