@@ -1,0 +1,241 @@
+"""Sequences and user batches built from a :class:`~recsae_core.data.dataset.Split`.
+
+Conventions (CONTRIBUTING.md): histories are **left-padded** ``(U, L)`` int64 tensors with pad id 0 and
+item ``i`` stored as ``i + 1``, truncated to the most recent ``maxlen`` items, so the last column always
+holds the most recent item (SASRec, Kang & McAuley 2018; pmixer/SASRec.pytorch; RePlay).
+
+Which rows form a user's history (the ``Split`` docstring):
+
+| part | history (input and seen items) | targets |
+|---|---|---|
+| ``"train"`` | ``train`` | the next item at every position (teacher forcing) |
+| ``"valid"`` | ``train`` | ``valid`` rows |
+| ``"test"`` | ``train`` + ``valid`` | ``test`` rows |
+
+(the evaluation rule is :meth:`Split.history_for`, which a protocol may override via ``Split.context``).
+
+Rows are put in time order (stable sort on ``timestamp``, ties keep the source order) when the data has
+timestamps, else in the frames' row order. Everything is vectorised with NumPy (``bincount`` / ``cumsum``
+offsets and one fancy-indexed assignment); no per-user Python loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsae_core.data.dataset import Split
+from recsae_core.models.base import UserBatch
+
+__all__ = [
+    "EvalBatch",
+    "EvalData",
+    "TrainSequences",
+    "eval_data",
+    "history_frame",
+    "pad_left",
+    "seen_index",
+    "train_pairs",
+    "train_sequences",
+]
+
+PARTS = ("train", "valid", "test")
+
+
+def _check_part(part: str) -> None:
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+
+
+def _ordered(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows grouped by user, in time order within a user when timestamps exist (stable sort)."""
+    keys = ["user", "timestamp"] if "timestamp" in df.columns else ["user"]
+    return df.sort_values(keys, kind="stable")
+
+
+def history_frame(split: Split, part: str) -> pd.DataFrame:
+    """The rows that form the users' histories when evaluating on ``part``, grouped by user, time-ordered.
+
+    The rule itself is :meth:`Split.history_for` (train for valid, train + valid for test, unless the
+    protocol overrides it).
+    """
+    _check_part(part)
+    return _ordered(split.history_for(part).reset_index(drop=True))
+
+
+def pad_left(groups_N: np.ndarray, values_N: np.ndarray, n_groups: int, maxlen: int) -> np.ndarray:
+    """Left-padded ``(n_groups, maxlen)`` int64 array of the **last** ``maxlen`` values of each group.
+
+    ``groups_N`` must be grouped contiguously (all rows of a group adjacent, in the order to keep);
+    ``values_N`` are stored as given (callers pass ``item + 1`` so that 0 stays the pad id).
+    """
+    if maxlen < 1:
+        raise ValueError(f"maxlen must be >= 1, got {maxlen}")
+    groups_N = np.asarray(groups_N, dtype=np.int64)
+    n = len(groups_N)
+    out = np.zeros((n_groups, maxlen), dtype=np.int64)
+    if n == 0:
+        return out
+    if np.any(np.diff(groups_N) < 0):
+        # Contiguity is what the offsets below rely on; a sorted group column guarantees it.
+        raise ValueError("pad_left: rows must be sorted by group")
+    counts = np.bincount(groups_N, minlength=n_groups)
+    ends = np.cumsum(counts)  # exclusive end offset of each group
+    from_end = ends[groups_N] - 1 - np.arange(n)  # 0 for a group's last row
+    keep = from_end < maxlen
+    out[groups_N[keep], maxlen - 1 - from_end[keep]] = np.asarray(values_N)[keep]
+    return out
+
+
+@dataclass
+class TrainSequences:
+    """One training sequence per user (SASRec+: loss at every position; Klenitskiy & Vasilev 2023).
+
+    The last ``maxlen + 1`` training items of a user give ``inputs = seq[:-1]`` and ``labels = seq[1:]``,
+    both left-padded (0 in ``labels`` = no target). Users with fewer than 2 training items are dropped.
+    """
+
+    users: torch.Tensor  # (U,) int64
+    inputs: torch.Tensor  # (U, L) int64, item + 1, left-padded
+    labels: torch.Tensor  # (U, L) int64, next item + 1, 0 where there is no target
+    lengths: torch.Tensor  # (U,) int64, number of labelled positions
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def train_sequences(split: Split, maxlen: int) -> TrainSequences:
+    """Per-user training sequences from ``split.train`` (time-ordered when timestamps exist)."""
+    df = _ordered(split.train)
+    n_users = split.dataset.n_users
+    arr_UL1 = pad_left(df["user"].to_numpy(), df["item"].to_numpy() + 1, n_users, maxlen + 1)
+    lengths = (arr_UL1[:, 1:] > 0).sum(1)
+    users = np.flatnonzero(lengths > 0)
+    arr = arr_UL1[users]
+    return TrainSequences(
+        users=torch.from_numpy(users),
+        inputs=torch.from_numpy(np.ascontiguousarray(arr[:, :-1])),
+        labels=torch.from_numpy(np.ascontiguousarray(arr[:, 1:])),
+        lengths=torch.from_numpy(lengths[users]),
+    )
+
+
+def train_pairs(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Unique ``(user, item)`` training pairs, sorted by user then item: ``(users_N, items_N)``."""
+    df = split.train
+    key = np.unique(df["user"].to_numpy(np.int64) * split.dataset.n_items + df["item"].to_numpy(np.int64))
+    return key // split.dataset.n_items, key % split.dataset.n_items
+
+
+def seen_index(hist: pd.DataFrame, n_users: int, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR index of each user's distinct history items: ``(indptr (n_users + 1,), items (nnz,))``."""
+    key = np.unique(hist["user"].to_numpy(np.int64) * n_items + hist["item"].to_numpy(np.int64))
+    users, items = key // n_items, key % n_items
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    return torch.from_numpy(indptr), torch.from_numpy(items)
+
+
+def _csr_rows(
+    indptr: torch.Tensor, values: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather the CSR rows ``rows`` (B,) as flat ``(batch_row, value)`` pairs, without a Python loop."""
+    starts, ends = indptr[rows], indptr[rows + 1]
+    counts = ends - starts
+    total = int(counts.sum())
+    batch_rows = torch.repeat_interleave(torch.arange(len(rows)), counts)
+    offsets = torch.cumsum(counts, 0) - counts  # start of each row in the flat output
+    flat = starts[batch_rows] + torch.arange(total) - offsets[batch_rows]
+    return batch_rows, values[flat]
+
+
+@dataclass
+class EvalBatch:
+    """A batch of evaluation cases: what the model reads, the targets, and the items to mask."""
+
+    batch: UserBatch
+    targets: torch.Tensor  # (B,) int64 item ids
+    seen_rows: torch.Tensor  # (S,) int64 row in the batch
+    seen_items: torch.Tensor  # (S,) int64 item id to mask in that row
+
+
+@dataclass
+class EvalData:
+    """Evaluation cases of one part: one case per target row (leave-one-out: one per user).
+
+    Cases are stored sorted by history length (longest last) so that batches can drop the leading
+    all-pad columns (``trim``); metrics are averages over cases, so the order does not matter.
+    """
+
+    part: str
+    n_items: int
+    users: torch.Tensor  # (C,) int64
+    targets: torch.Tensor  # (C,) int64
+    seqs: torch.Tensor | None  # (C, L) int64 left-padded histories, or None (non-sequential models)
+    seen_indptr: torch.Tensor  # (n_users + 1,) CSR offsets of each user's seen items
+    seen_items: torch.Tensor  # (nnz,) seen item ids
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def subset(self, idx: torch.Tensor) -> EvalData:
+        """The cases at positions ``idx`` (kept in storage order)."""
+        idx = torch.sort(torch.as_tensor(idx, dtype=torch.int64)).values
+        return EvalData(
+            self.part,
+            self.n_items,
+            self.users[idx],
+            self.targets[idx],
+            None if self.seqs is None else self.seqs[idx],
+            self.seen_indptr,
+            self.seen_items,
+        )
+
+    def batches(self, batch_size: int, trim: bool = True) -> Iterator[EvalBatch]:
+        """Consecutive batches of ``batch_size`` cases; ``trim`` drops columns that are padding in every row."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for start in range(0, len(self), batch_size):
+            sl = slice(start, start + batch_size)
+            users = self.users[sl]
+            seqs = None
+            if self.seqs is not None:
+                seqs = self.seqs[sl]
+                if trim and seqs.shape[1] > 1:
+                    nonpad_cols = (seqs != 0).any(0).nonzero()
+                    first = int(nonpad_cols[0]) if len(nonpad_cols) else seqs.shape[1] - 1
+                    seqs = seqs[:, first:]
+            rows, items = _csr_rows(self.seen_indptr, self.seen_items, users)
+            yield EvalBatch(UserBatch(users, seqs), self.targets[sl], rows, items)
+
+
+def eval_data(split: Split, part: str, maxlen: int | None = None) -> EvalData:
+    """Evaluation cases for ``part`` (``"valid"`` or ``"test"``) of ``split``.
+
+    Args:
+        split: the split.
+        part: ``"valid"`` (history = train) or ``"test"`` (history = train + valid).
+        maxlen: history length for sequential models, or ``None`` to build no sequences.
+    """
+    if part not in ("valid", "test"):
+        raise ValueError(f"evaluation part must be 'valid' or 'test', got {part!r}")
+    target = split.targets(part)
+    if len(target) == 0:
+        raise ValueError(f"split {split.name!r} has no {part!r} rows to evaluate on")
+    ds = split.dataset
+    hist = history_frame(split, part)
+    indptr, seen = seen_index(hist, ds.n_users, ds.n_items)
+    users = target["user"].to_numpy(np.int64)
+    targets = target["item"].to_numpy(np.int64)
+    hist_len = np.bincount(hist["user"].to_numpy(np.int64), minlength=ds.n_users)[users]
+    order = np.argsort(hist_len, kind="stable")
+    users, targets = users[order], targets[order]
+    seqs = None
+    if maxlen is not None:
+        all_seqs = pad_left(hist["user"].to_numpy(), hist["item"].to_numpy() + 1, ds.n_users, maxlen)
+        seqs = torch.from_numpy(all_seqs[users])
+    return EvalData(part, ds.n_items, torch.from_numpy(users), torch.from_numpy(targets), seqs, indptr, seen)
