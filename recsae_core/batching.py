@@ -113,13 +113,14 @@ def train_sequences(split: Split, maxlen: int) -> TrainSequences:
     df = _ordered(split.train)
     n_users = split.dataset.n_users
     arr_UL1 = pad_left(df["user"].to_numpy(), df["item"].to_numpy() + 1, n_users, maxlen + 1)
-    lengths = (arr_UL1[:, 1:] > 0).sum(1)
+    inputs, labels = arr_UL1[:, :-1], arr_UL1[:, 1:]
+    labels = np.where(inputs > 0, labels, 0)  # a label needs an input item before it
+    lengths = (labels > 0).sum(1)
     users = np.flatnonzero(lengths > 0)
-    arr = arr_UL1[users]
     return TrainSequences(
         users=torch.from_numpy(users),
-        inputs=torch.from_numpy(np.ascontiguousarray(arr[:, :-1])),
-        labels=torch.from_numpy(np.ascontiguousarray(arr[:, 1:])),
+        inputs=torch.from_numpy(np.ascontiguousarray(inputs[users])),
+        labels=torch.from_numpy(np.ascontiguousarray(labels[users])),
         lengths=torch.from_numpy(lengths[users]),
     )
 

@@ -17,6 +17,7 @@ an edited item table scores the batch users against the edited catalogue (P3 int
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,8 +118,8 @@ class MFConfig:
     """Examples per step (P3: 256; recsae's CPU choice)."""
     epochs: int = 100
     """Maximum epochs (P3: 10 iterations)."""
-    patience: int = 5
-    """Epochs without a better validation NDCG@10 before stopping."""
+    patience: int = 10
+    """Epochs without a better validation NDCG@10 before stopping (as ReChorus ``--early_stop 10``)."""
     valid_users: int | None = 10_000
     """Validation users per epoch (sampled once, seeded); None = all."""
 
@@ -146,8 +147,8 @@ class NCFConfig:
     """Examples per step (P3: 256; recsae's CPU choice)."""
     epochs: int = 100
     """Maximum epochs (P3: 30)."""
-    patience: int = 5
-    """Epochs without a better validation NDCG@10 before stopping."""
+    patience: int = 10
+    """Epochs without a better validation NDCG@10 before stopping (as ReChorus ``--early_stop 10``)."""
     valid_users: int | None = 10_000
     """Validation users per epoch (sampled once, seeded); None = all."""
     score_chunk: int = 1 << 22
@@ -278,8 +279,10 @@ class LightGCN(TwoTower):
             inv_sqrt = deg.pow(-0.5)
             inv_sqrt[deg == 0] = 0.0
             vals = inv_sqrt[rows] * inv_sqrt[cols]
-            adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
-            self._adj = adj.to_sparse_csr()
+            adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                self._adj = adj.coalesce().to_sparse_csr()
         return self._adj
 
     def propagate(self) -> torch.Tensor:

@@ -1,0 +1,235 @@
+"""Artifact cache for trained base recommenders: train once, reload everywhere (book chapters, tests).
+
+An artifact is keyed by a hash of everything that determines it:
+
+* the dataset name and a fingerprint of its interactions (content hash, so a changed file misses),
+* the split's name, seed and a fingerprint of its train/valid/test rows,
+* the model name and its full config, and the training seed,
+* the source of the ``recsae_core`` package (any code change invalidates every artifact).
+
+Layout: ``<cache_dir>/<model>/<dataset>-<split>-s<seed>-<key>/`` holding ``model.safetensors`` (the state
+dict), ``config.json`` (model name, config, sizes, provenance) and ``history.csv`` (per-epoch log).
+``cache_dir`` is the argument, else ``$RECSAE_CACHE``, else ``$RECSAE_HOME/artifacts`` (default
+``~/.cache/recsae/artifacts``). Writes are atomic: files are written to temporary names and renamed
+(:func:`recsae_core.utils.atomic_path`), and a cached artifact is assembled in a temporary directory that is
+renamed into place only when complete, so an interrupted run never leaves a half artifact behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+import recsae_core
+from recsae_core.data.dataset import RecDataset, Split
+from recsae_core.data.registry import cache_home
+from recsae_core.models.base import Recommender
+from recsae_core.models.registry import config_from_dict, get_spec, make_config, model_from_state
+from recsae_core.train import TrainResult, fit
+from recsae_core.utils import atomic_path, atomic_write_json, resolve_device, stable_hash
+
+__all__ = [
+    "artifact_key",
+    "cached_fit",
+    "dataset_fingerprint",
+    "default_cache_dir",
+    "load_model",
+    "save_model",
+    "source_fingerprint",
+    "split_fingerprint",
+]
+
+WEIGHTS, CONFIG, HISTORY = "model.safetensors", "config.json", "history.csv"
+
+
+def default_cache_dir() -> Path:
+    """``$RECSAE_CACHE``, else ``$RECSAE_HOME/artifacts`` (default ``~/.cache/recsae/artifacts``)."""
+    env = os.environ.get("RECSAE_CACHE")
+    return Path(env) if env else cache_home() / "artifacts"
+
+
+def _frame_digest(df: pd.DataFrame) -> str:
+    h = hashlib.sha256(",".join(map(str, df.columns)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(ds: RecDataset) -> str:
+    """Content hash of the interactions plus the catalogue sizes."""
+    return stable_hash([ds.name, ds.n_users, ds.n_items, _frame_digest(ds.interactions)])
+
+
+def split_fingerprint(split: Split) -> str:
+    """Content hash of a split's parts (train, valid, test, and any evaluation contexts)."""
+    parts = [
+        split.name,
+        split.seed,
+        _frame_digest(split.train),
+        _frame_digest(split.valid),
+        _frame_digest(split.test),
+    ]
+    context = getattr(split, "context", {}) or {}
+    parts += [[k, _frame_digest(v)] for k, v in sorted(context.items())]
+    return stable_hash(parts)
+
+
+def source_fingerprint() -> str:
+    """sha256 over the ``recsae_core`` package's ``.py`` files (relative path and bytes)."""
+    root = Path(recsae_core.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(config)))  # tuples → lists, as stored in config.json
+
+
+def artifact_key(model_name: str, split: Split, config: Any = None, seed: int = 0) -> str:
+    """The cache key of ``fit(model_name, split, config, seed=seed)`` (see the module docstring)."""
+    cfg = make_config(model_name, config)
+    return stable_hash(
+        {
+            "dataset": [split.dataset.name, dataset_fingerprint(split.dataset)],
+            "split": [split.name, split.seed, split_fingerprint(split)],
+            "model": model_name,
+            "config": _config_dict(cfg),
+            "seed": seed,
+            "source": source_fingerprint(),
+        }
+    )
+
+
+def save_model(
+    model: Recommender,
+    directory: str | os.PathLike,
+    *,
+    model_name: str,
+    config: Any,
+    history: pd.DataFrame | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` as ``model.safetensors`` + ``config.json`` (+ ``history.csv``) into ``directory``.
+
+    Each file is written atomically; ``config.json`` goes last, so a directory with a ``config.json`` is
+    complete. Returns the directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"model": model_name})
+    if history is not None:
+        with atomic_path(directory / HISTORY) as tmp:
+            history.to_csv(tmp, index=False)
+    info = {
+        "model": model_name,
+        "config": _config_dict(config),
+        "n_users": int(model.n_users),
+        "n_items": int(model.n_items),
+        "recsae_version": recsae_core.__version__,
+        "torch_version": torch.__version__,
+        **(meta or {}),
+    }
+    atomic_write_json(directory / CONFIG, info)
+    return directory
+
+
+def load_model(
+    directory: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[Recommender, dict[str, Any]]:
+    """Load a model written by :func:`save_model`; returns ``(model in eval mode, config.json contents)``."""
+    directory = Path(directory)
+    cfg_path = directory / CONFIG
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a saved model: {CONFIG} is missing")
+    info = json.loads(cfg_path.read_text())
+    name = info["model"]
+    get_spec(name)
+    config = config_from_dict(name, info["config"])
+    state = load_file(str(directory / WEIGHTS))
+    model = model_from_state(name, info["n_users"], info["n_items"], config, state)
+    return model.to(resolve_device(device)).eval(), info
+
+
+def _artifact_dir(root: Path, model_name: str, split: Split, seed: int, key: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{split.dataset.name}-{split.name}")
+    return root / model_name / f"{safe}-s{seed}-{key}"
+
+
+def cached_fit(
+    model_name: str,
+    split: Split,
+    config: Any = None,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> TrainResult:
+    """:func:`recsae_core.train.fit` with an on-disk cache: load the artifact if present, else train and store it.
+
+    Same arguments as ``fit`` plus ``cache_dir`` (see the module docstring). ``result.from_cache`` tells
+    which happened; ``result.path`` is the artifact directory.
+    """
+    cfg = make_config(model_name, config)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = artifact_key(model_name, split, cfg, seed)
+    final = _artifact_dir(root, model_name, split, seed, key)
+    if (final / CONFIG).is_file():
+        model, info = load_model(final, device)
+        hist_path = final / HISTORY
+        history = pd.read_csv(hist_path) if hist_path.is_file() else pd.DataFrame()
+        return TrainResult(
+            model,
+            history,
+            int(info.get("best_epoch", 0)),
+            cfg,
+            model_name,
+            float(info.get("seconds", 0.0)),
+            True,
+            final,
+        )
+
+    result = fit(model_name, split, cfg, device=device, seed=seed, progress=progress)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        meta = {
+            "key": key,
+            "dataset": split.dataset.name,
+            "split": split.name,
+            "split_seed": split.seed,
+            "seed": seed,
+            "best_epoch": result.best_epoch,
+            "seconds": result.seconds,
+            "trained_on": str(device),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        save_model(result.model, tmp, model_name=model_name, config=cfg, history=result.history, meta=meta)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / CONFIG).is_file():  # not a concurrent writer's complete artifact: a real error
+                raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp)
+    result.from_cache, result.path = False, final
+    return result
