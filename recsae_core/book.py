@@ -218,13 +218,18 @@ def load_chapter(root: Path, name: str) -> Chapter:
         if "dataset" in (sec.get("params") or {}):
             raise BookError(f"{path}: section {prof!r}: 'dataset' is set by the runner, not in params")
         sections[prof] = sec
+    optional = [str(d) for d in raw.get("optional_datasets") or []]
+    for prof, sec in sections.items():
+        extra = sorted(set(sec.get("datasets") or []) - set(datasets) - set(optional))
+        if extra:
+            raise BookError(f"{path}: section {prof!r} lists {extra}, not in datasets or optional_datasets")
     return Chapter(
         name=name,
         source=source,
         title=str(raw.get("title", name.replace("_", " ").capitalize())),
         description=str(raw.get("description", "")).strip(),
         datasets=datasets,
-        optional_datasets=[str(d) for d in raw.get("optional_datasets") or []],
+        optional_datasets=optional,
         sections=sections,
     )
 

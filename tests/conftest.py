@@ -31,3 +31,19 @@ def shared_data() -> Path:
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Never write into the user's real cache from tests."""
     monkeypatch.setenv("RECSAE_HOME", str(tmp_path_factory.getbasetemp() / "recsae_home"))
+
+
+@pytest.fixture(scope="session")
+def smoke_book(shared_data, tmp_path_factory) -> dict:
+    """The real book, run once per session with the ``smoke`` profile into a temporary output folder.
+
+    Returns ``{"output": folder, "html": folder/_build/html, "summary": run_book's summary}``; the book tests
+    (tests/test_book_build.py) and the browser tests (tests/e2e/) share it.
+    """
+    from recsae_core import book
+
+    out = tmp_path_factory.mktemp("smoke_book")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECSAE_HOME", str(tmp_path_factory.getbasetemp() / "recsae_home"))
+        summary = book.run_book(profile="smoke", output=out, progress=False)
+    return {"output": out, "html": summary["html"], "summary": summary}

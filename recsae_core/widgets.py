@@ -1,0 +1,196 @@
+"""ipywidgets panels for the book's chapters: live in Jupyter (they call the real models), rendered statically
+in the HTML book (the state papermill saved; no Python runs there, so the book pairs each panel with a
+precomputed plotly view from :mod:`recsae_core.viz`).
+
+Panels keep their logic in plain methods (``update``) so tests can drive them without a browser: set a
+control's ``value`` and read ``panel.output.value``.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import viz
+
+__all__ = ["BaseModels", "RecommendationPanel", "load_base_models"]
+
+
+@dataclass
+class BaseModels:
+    """A dataset's leave-one-out split with trained base models (what :func:`load_base_models` returns).
+
+    Attributes:
+        dataset: registry name.
+        split: the seeded leave-one-out split the models were trained on.
+        results: model name → :class:`recsae_core.train.TrainResult` (``.model`` is the trained recommender).
+        skipped: model name → why it was not trained (e.g. a sequential model on data without timestamps).
+    """
+
+    dataset: str
+    split: Any
+    results: dict[str, Any]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def models(self) -> dict[str, Any]:
+        return {name: res.model for name, res in self.results.items()}
+
+
+def load_base_models(
+    dataset: str,
+    models: Sequence[str],
+    configs: dict[str, dict[str, Any]] | None = None,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> BaseModels:
+    """Load ``dataset``, split it leave-one-out (seeded), and train or reload every model in ``models``.
+
+    Training goes through :func:`recsae_core.cache.cached_fit`, so a model trained once (by this chapter, a
+    later chapter or a test) is reloaded from the artifact cache. Sequential models are skipped, with the
+    reason recorded, when the data has no timestamps.
+
+    Args:
+        dataset: registry name (``recsae datasets`` lists them).
+        models: registry names of the base models (``"sasrec"``, ``"bprmf"``, ``"lightgcn"``, ``"mf"``,
+            ``"ncf"``, ``"pop"``).
+        configs: per-model config overrides (``{"sasrec": {"maxlen": 50}}``); missing models use the defaults.
+        seed: split and training seed.
+        device: ``"cpu"`` or ``"cuda"``.
+        progress: tqdm bars while training.
+    """
+    from .cache import cached_fit
+    from .data.loaders import load_dataset
+    from .data.splits import leave_one_out
+    from .models.registry import get_spec
+
+    configs = dict(configs or {})
+    unknown = set(configs) - set(models)
+    if unknown:
+        raise ValueError(f"configs given for models that are not trained here: {sorted(unknown)}")
+    ds = load_dataset(dataset, progress=progress)
+    split = leave_one_out(ds, seed=seed)
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in models:
+        if get_spec(name).sequential and not ds.has_timestamps:
+            skipped[name] = f"{dataset} has no timestamps; {viz.model_label(name)} needs the order of events"
+            continue
+        results[name] = cached_fit(
+            name, split, configs.get(name), device=device, seed=seed, progress=progress
+        )
+    return BaseModels(dataset, split, results, skipped)
+
+
+def _frame_html(df: Any, caption: str) -> str:
+    body = df.to_html(index=False, escape=True, border=0, classes="dataframe")
+    return (
+        '<div style="flex:1;min-width:300px;font-size:0.85em">'
+        f'<p style="margin:4px 0"><b>{html.escape(caption)}</b></p>{body}</div>'
+    )
+
+
+class RecommendationPanel:
+    """Choose a dataset, a model and a user; see the user's recent history and the model's top-k.
+
+    In Jupyter every change re-scores the user with the real model. ``load`` gives the
+    :class:`BaseModels` of a dataset (called lazily, once per dataset); the chapter passes the models it
+    has already trained so the first view costs nothing.
+
+    Args:
+        datasets: dataset names offered in the first dropdown (the first is shown).
+        load: dataset name → :class:`BaseModels`.
+        k: length of the recommendation list.
+        history: how many of the most recent history items to show.
+        user: the original user id shown first (default: the first user with a test item).
+    """
+
+    def __init__(
+        self,
+        datasets: Sequence[str],
+        load: Callable[[str], BaseModels],
+        *,
+        k: int = 10,
+        history: int = 10,
+        user: int | None = None,
+    ) -> None:
+        import ipywidgets as w
+
+        if not datasets:
+            raise ValueError("RecommendationPanel needs at least one dataset")
+        self._load = load
+        self._loaded: dict[str, BaseModels] = {}
+        self.k, self.history = k, history
+        self.dataset = w.Dropdown(options=list(datasets), value=datasets[0], description="dataset")
+        self.model = w.Dropdown(options=[], description="model")
+        self.user = w.IntText(value=0, description="user id")
+        self.output = w.HTML()
+        self.widget = w.VBox(
+            [w.HBox([self.dataset, self.model, self.user]), self.output],
+            layout=w.Layout(width="100%"),
+        )
+        self._busy = False
+        self._set_dataset(datasets[0], user)
+        self.dataset.observe(lambda ch: self._set_dataset(ch["new"], None), names="value")
+        self.model.observe(lambda _: self.update(), names="value")
+        self.user.observe(lambda _: self.update(), names="value")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _bundle(self, name: str) -> BaseModels:
+        if name not in self._loaded:
+            self._loaded[name] = self._load(name)
+        return self._loaded[name]
+
+    def _set_dataset(self, name: str, user: int | None) -> None:
+        bm = self._bundle(name)
+        self._busy = True
+        try:
+            options = [(viz.model_label(m), m) for m in bm.results]
+            self.model.options = options
+            self.model.value = options[0][1] if options else None
+            ids = bm.split.dataset.users["user_id"].to_numpy()
+            test_users = bm.split.targets("test")["user"].to_numpy()
+            self.user.value = int(user) if user is not None else int(ids[test_users.min()])
+        finally:
+            self._busy = False
+        self.update()
+
+    def update(self) -> str:
+        """Re-compute the view for the current selection; returns (and shows) its HTML."""
+        if self._busy:
+            return self.output.value
+        bm = self._bundle(self.dataset.value)
+        ds = bm.split.dataset
+        ids = ds.users["user_id"].to_numpy()
+        hit = (ids == self.user.value).nonzero()[0]
+        if self.model.value is None:
+            self.output.value = "<p>No model was trained on this dataset.</p>"
+            return self.output.value
+        if len(hit) == 0:
+            self.output.value = f"<p>No user with id {self.user.value} in {html.escape(ds.name)}.</p>"
+            return self.output.value
+        u = int(hit[0])
+        model = bm.results[self.model.value].model
+        recs = viz.top_k(model, bm.split, [u], k=self.k)
+        if recs.empty:
+            self.output.value = f"<p>User {self.user.value} has no held-out test item.</p>"
+            return self.output.value
+        rec = viz.recommendations_frame(bm.split, recs, u)
+        hist = viz.user_history(bm.split, u, last=self.history)
+        held = ", ".join(rec.attrs["held_out"]) or "–"
+        self.output.value = (
+            f"<p>User {self.user.value}: held-out test item <b>{html.escape(held)}</b>.</p>"
+            '<div style="display:flex;gap:16px;flex-wrap:wrap">'
+            + _frame_html(hist.drop(columns=["item"]), f"last {len(hist)} history items (most recent first)")
+            + _frame_html(rec.drop(columns=["item"]), f"top-{self.k} of {viz.model_label(self.model.value)}")
+            + "</div>"
+        )
+        return self.output.value
