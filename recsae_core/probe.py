@@ -1,0 +1,345 @@
+"""Read activations at a named site of a frozen recommender, and splice an SAE into it.
+
+Sites are those of :class:`recsae_core.models.base.Recommender` (``sasrec.block0`` ``(B, L, D)``,
+``sasrec.last``/``<model>.user`` ``(B, D)``, ``<model>.item`` ``(n_items, D)``). Every collected row keeps
+the user and the item behind it:
+
+| site shape | rows | ``users`` | ``items`` | ``positions`` |
+|---|---|---|---|---|
+| ``(B, L, D)`` | every non-padding position (P1), or the last position only | the user | the **input item at that position** (P1 correlates with its genres) | column index (``L - 1`` = most recent) |
+| ``(B, D)`` user vector | one per user | the user | the last history item when ``seqs`` exist, else -1 | ``None`` |
+| ``(n_items, D)`` item table | one per item | -1 | the item | ``None`` |
+
+Splicing (P2): the site's representation is replaced by the SAE reconstruction, optionally keeping the
+SAE's error term (``x' = x + decode(f') - decode(f)``, which with unedited ``f' = f`` returns ``x``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from recsae_core.models.base import Recommender, UserBatch
+from recsae_core.sae.base import SparseAutoencoder
+from recsae_core.utils import atomic_path, atomic_write_json, resolve_device
+
+__all__ = [
+    "ActivationSet",
+    "apply_to_site",
+    "collect_activations",
+    "model_fingerprint",
+    "splice_accuracy",
+    "spliced_scores_fn",
+]
+
+POSITIONS = ("all", "last")
+CACHE_VERSION = 1
+
+
+@dataclass
+class ActivationSet:
+    """Activations collected at one site, with the user and item behind each row.
+
+    Attributes:
+        acts: ``(N, D)`` float32 (on CPU).
+        users: ``(N,)`` int64 user id (-1 for item-table rows).
+        items: ``(N,)`` int64 item id (module table; -1 when there is none).
+        positions: ``(N,)`` int64 sequence column for ``(B, L, D)`` sites, else ``None``.
+        site: the site name; ``meta``: provenance (model class, positions mode, cache key, ...).
+    """
+
+    acts: torch.Tensor
+    users: torch.Tensor
+    items: torch.Tensor
+    positions: torch.Tensor | None
+    site: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.acts.shape[0]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """``<path>.safetensors`` + ``<path>.json``, each written atomically."""
+        tensors = {"acts": self.acts.contiguous(), "users": self.users, "items": self.items}
+        if self.positions is not None:
+            tensors["positions"] = self.positions
+        base = Path(path)
+        with atomic_path(base.with_name(base.name + ".safetensors")) as tmp:
+            save_file(tensors, str(tmp))
+        atomic_write_json(
+            base.with_name(base.name + ".json"),
+            {"version": CACHE_VERSION, "site": self.site, "meta": self.meta},
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ActivationSet:
+        base = Path(path)
+        info = json.loads(base.with_name(base.name + ".json").read_text())
+        t = load_file(str(base.with_name(base.name + ".safetensors")))
+        return cls(t["acts"], t["users"], t["items"], t.get("positions"), info["site"], info["meta"])
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 (16 hex) of the model's class and state (parameters and buffers), for cache keys."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _batches(data: UserBatch | Iterable[UserBatch], batch_size: int) -> tuple[list[UserBatch], int]:
+    if isinstance(data, UserBatch):
+        n = len(data.users)
+        out = [
+            UserBatch(
+                data.users[s : s + batch_size], None if data.seqs is None else data.seqs[s : s + batch_size]
+            )
+            for s in range(0, n, batch_size)
+        ]
+        return out, n
+    out = list(data)
+    return out, sum(len(b.users) for b in out)
+
+
+def _data_hash(batches: Sequence[UserBatch]) -> str:
+    h = hashlib.sha256()
+    for b in batches:
+        h.update(b.users.cpu().numpy().tobytes())
+        if b.seqs is not None:
+            h.update(b.seqs.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def collect_activations(
+    model: Recommender,
+    site: str,
+    data: UserBatch | Iterable[UserBatch],
+    *,
+    positions: str = "all",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    cache: str | os.PathLike | None = None,
+) -> ActivationSet:
+    """Collect the representation at ``site`` for every user of ``data`` (chunked, no grad).
+
+    Args:
+        model: a frozen recommender (put in eval mode here).
+        site: one of ``model.sites``.
+        data: a :class:`UserBatch` of all users (split into chunks of ``batch_size``) or an iterable of batches.
+        positions: for ``(B, L, D)`` sites, ``"all"`` non-padding positions (P1) or ``"last"`` only.
+        device: where the model runs (default: CPU); rows are stored on CPU.
+        progress: tqdm bar over batches.
+        cache: path stem; when ``<cache>.json`` holds the same key (site, positions, model state, data)
+            the rows are loaded from ``<cache>.safetensors``, else collected and written atomically.
+    """
+    model.check_site(site)
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    batches, n_users = _batches(data, batch_size)
+    if not batches:
+        raise ValueError("no users to collect activations for")
+    key = None
+    if cache is not None:
+        key = f"{site}|{positions}|{model_fingerprint(model)}|{_data_hash(batches)}"
+        meta_path = Path(cache).with_name(Path(cache).name + ".json")
+        if meta_path.exists():
+            try:
+                info = json.loads(meta_path.read_text())
+            except json.JSONDecodeError:
+                info = {}
+            if info.get("version") == CACHE_VERSION and info.get("meta", {}).get("cache_key") == key:
+                return ActivationSet.load(cache)
+    dev = resolve_device(device)
+    model.eval().to(dev)
+    acts, users, items, pos = [], [], [], []
+    first = batches[0].to(dev)
+    if site.endswith(".item"):
+        table = model.representation(site, first).float().cpu()
+        n = table.shape[0]
+        out = ActivationSet(table.contiguous(), torch.full((n,), -1), torch.arange(n), None, site)
+    else:
+        for b in tqdm(batches, desc=f"collect {site}", disable=not progress, leave=False):
+            b = b.to(dev)
+            rep = model.representation(site, b)
+            if rep.ndim == 3:
+                if b.seqs is None:
+                    raise ValueError(f"site {site} has a sequence dimension but the batch has no seqs")
+                if positions == "all":
+                    mask = b.seqs > 0
+                else:
+                    mask = torch.zeros_like(b.seqs, dtype=torch.bool)
+                    mask[:, -1] = b.seqs[:, -1] > 0
+                r, c = torch.nonzero(mask, as_tuple=True)
+                acts.append(rep[r, c].float().cpu())
+                users.append(b.users[r].cpu())
+                items.append((b.seqs[r, c] - 1).cpu())
+                pos.append(c.cpu())
+            else:
+                acts.append(rep.float().cpu())
+                users.append(b.users.cpu())
+                items.append(
+                    (b.seqs[:, -1] - 1).cpu() if b.seqs is not None else torch.full((len(b.users),), -1)
+                )
+        out = ActivationSet(
+            torch.cat(acts),
+            torch.cat(users).long(),
+            torch.cat(items).long(),
+            torch.cat(pos).long() if pos else None,
+            site,
+        )
+    out.meta = {
+        "model": type(model).__name__,
+        "positions": positions,
+        "n_users": n_users,
+        "n_rows": len(out),
+        "cache_key": key,
+    }
+    if cache is not None:
+        out.save(cache)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- splicing
+def _row_mask(rep: torch.Tensor, batch: UserBatch, positions: str) -> torch.Tensor | None:
+    """Bool mask over the leading dims of ``rep`` selecting the rows to edit (``None``: all rows)."""
+    if rep.ndim != 3:
+        return None
+    if batch.seqs is None:
+        raise ValueError("a (B, L, D) site needs UserBatch.seqs to find padding")
+    if positions == "all":
+        return batch.seqs > 0
+    mask = torch.zeros_like(batch.seqs, dtype=torch.bool)
+    mask[:, -1] = batch.seqs[:, -1] > 0
+    return mask
+
+
+def apply_to_site(
+    sae: SparseAutoencoder,
+    rep: torch.Tensor,
+    batch: UserBatch,
+    *,
+    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    keep_error: bool = False,
+    positions: str = "all",
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Replace (selected rows of) a representation by its SAE reconstruction, optionally edited.
+
+    Args:
+        sae: the SAE (used as is; call ``.eval()`` first for batch-independent encoding).
+        rep: the site's representation (``(B, D)``, ``(B, L, D)`` or ``(n_items, D)``).
+        batch: the batch (its ``seqs`` locate padding for ``(B, L, D)`` sites).
+        edit: maps activations ``(n, m)`` to edited activations (steering); ``None`` = plain splice.
+        keep_error: ``x' = x + decode(edit(f)) - decode(f)`` (only the edit reaches the model; with no
+            edit, ``x' = x`` exactly) instead of ``x' = decode(edit(f))``.
+        positions: ``(B, L, D)`` sites: edit ``"all"`` non-padding positions or the ``"last"`` one.
+        rows: for 2-D sites, an optional index/bool mask of the rows to edit (e.g. one item of the table).
+
+    Rows not selected are returned bit-for-bit unchanged.
+    """
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    mask = _row_mask(rep, batch, positions)
+    if mask is None:
+        if rows is None:
+            sel = torch.arange(rep.shape[0], device=rep.device)
+        else:
+            sel = torch.as_tensor(rows, device=rep.device)
+            sel = torch.nonzero(sel).squeeze(1) if sel.dtype == torch.bool else sel.long()
+        x = rep[sel]
+    else:
+        x = rep[mask]
+    if x.shape[0] == 0:
+        return rep
+    acts, _pre, stats = sae.encode_with_stats(x.to(sae.W_enc.dtype))
+    new_acts = edit(acts) if edit is not None else acts
+    if keep_error:
+        if edit is None:
+            return rep
+        delta = sae.decode(new_acts, stats) - sae.decode(acts, stats)
+        x_new = x + delta.to(x.dtype)
+    else:
+        x_new = sae.decode(new_acts, stats).to(x.dtype)
+    out = rep.clone()
+    if mask is None:
+        out[sel] = x_new
+    else:
+        out[mask] = x_new
+    return out
+
+
+def spliced_scores_fn(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    *,
+    keep_error: bool = False,
+    positions: str = "all",
+) -> Callable[[UserBatch], torch.Tensor]:
+    """``UserBatch -> (B, n_items)`` scores with the SAE reconstruction spliced in at ``site`` (P2).
+
+    For item-table sites the reconstructed table is computed once and reused.
+    """
+    model.check_site(site)
+    sae.eval()
+    cached: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def score(batch: UserBatch) -> torch.Tensor:
+        if site.endswith(".item"):
+            if "table" not in cached:
+                cached["table"] = apply_to_site(
+                    sae, model.representation(site, batch), batch, keep_error=keep_error
+                )
+            return model.score_from(site, cached["table"], batch)
+        rep = model.representation(site, batch)
+        return model.score_from(
+            site, apply_to_site(sae, rep, batch, keep_error=keep_error, positions=positions), batch
+        )
+
+    return score
+
+
+def splice_accuracy(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    split: Any,
+    part: str = "test",
+    ks: Sequence[int] = (5, 10, 20, 50),
+    *,
+    positions: str = "all",
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    ties: str = "optimistic",
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Full-ranking accuracy of the base model and of the model with the SAE spliced in (P2 §2.5).
+
+    Uses :func:`recsae_core.evaluate.evaluate_scores_fn` for both (same users, histories, seen-item
+    masking and tie rule). Returns ``{"base": metrics, "spliced": metrics}``.
+    """
+    from recsae_core.evaluate import evaluate_scores_fn
+
+    dev = resolve_device(device)
+    model.eval().to(dev)
+    sae.eval().to(dev)
+    maxlen = getattr(model, "maxlen", None)
+    kw = dict(maxlen=maxlen, batch_size=batch_size, device=dev, ties=ties, progress=progress)
+    base = evaluate_scores_fn(model.score, split, part, ks, **kw)
+    spliced = evaluate_scores_fn(
+        spliced_scores_fn(model, site, sae, positions=positions), split, part, ks, **kw
+    )
+    return {"base": base, "spliced": spliced}

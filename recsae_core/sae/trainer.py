@@ -1,0 +1,627 @@
+"""ONE trainer for every architecture: losses, optimiser, LR schedule, constraints, bookkeeping.
+
+Objectives (papers.md §1.6, §2.3, §3.3; coefficients live in the architecture config):
+
+| architecture | loss (``x`` and ``x_hat`` in the dictionary's space; ``N`` rows) |
+|---|---|
+| ``relu_l1`` | ``mean_N ||x - x_hat||^2`` (or unsquared) ``+ l1_coeff * mean_N ||f||_1`` |
+| ``topk``, ``batch_topk`` | ``FVU + aux_coeff * min(#dead / aux_k, 1) * ||e_hat - e||^2 / sum ||x - mean(x)||^2``, ``e = x - x_hat`` detached |
+| ``p3`` | ``alpha * (MSE_users + MSE_items) + beta * L_pred + l1_coeff * mean_N ||z||_1 + kl_coeff * KL(rho || rho_hat)`` |
+| ``matryoshka`` | as ``p3`` with ``alpha * (MSE_full + inner_weight * sum_inner MSE_prefix)`` per side |
+
+FVU = ``sum ||x - x_hat||^2 / sum ||x - mean_batch(x)||^2`` (P2). ``L_pred`` compares the frozen
+recommender's logits on original vs reconstructed user and item embeddings; gradients flow through the
+frozen scorer into the SAE (P3). MSE terms of P3 are means over entries (``nn.MSELoss``).
+
+Bookkeeping: linear LR warm-up (P1) and optional linear decay; unit-norm decoder atoms for
+``relu_l1``/``topk``/``batch_topk`` (parallel gradient removed before the step, renormalised after);
+dead latents = no activation for ``dead_after`` training rows; BatchTopK's inference threshold = EMA of
+the smallest selected positive activation; NaN/inf loss -> :class:`SAEDivergenceError` naming the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from recsae_core.errors import RecsaeError
+from recsae_core.sae import kernels
+from recsae_core.sae.base import SparseAutoencoder
+from recsae_core.sae.config import SAEConfig, TrainConfig
+from recsae_core.sae.p3 import P3SAE, call_scorer
+from recsae_core.sae.registry import from_config
+from recsae_core.sae.topk import BatchTopKSAE, TopKSAE
+from recsae_core.utils import resolve_device
+
+__all__ = [
+    "RowSampler",
+    "SAEDivergenceError",
+    "SAETrainResult",
+    "TwoTowerBatch",
+    "TwoTowerData",
+    "train_sae",
+]
+
+MAX_DEAD_AFTER = 10_000_000  # OpenAI / sparsify: 10M tokens
+
+
+class SAEDivergenceError(RecsaeError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TwoTowerData:
+    """User and item embeddings of a frozen two-tower model, the training data of P3's SAE.
+
+    Attributes:
+        user_emb: ``(U, D)`` user embeddings (P3: train users only).
+        item_emb: ``(I, D)`` item embeddings.
+        pairs: ``(P, 2)`` int64 ``(user, item)`` observed positive pairs: L_pred is computed on the batch's
+            pairs (P3 NCF). ``None``: every step samples ``batch_size`` users and ``batch_size`` items and
+            L_pred covers all ``B x B`` pairs (P3 MF).
+    """
+
+    user_emb: torch.Tensor
+    item_emb: torch.Tensor
+    pairs: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            self.user_emb.ndim != 2
+            or self.item_emb.ndim != 2
+            or self.user_emb.shape[1] != self.item_emb.shape[1]
+        ):
+            raise ValueError(
+                f"TwoTowerData needs (U, D) and (I, D) embeddings, got {tuple(self.user_emb.shape)} and "
+                f"{tuple(self.item_emb.shape)}"
+            )
+        if self.pairs is not None:
+            self.pairs = torch.as_tensor(self.pairs, dtype=torch.int64)
+            if self.pairs.ndim != 2 or self.pairs.shape[1] != 2 or len(self.pairs) == 0:
+                raise ValueError(
+                    f"pairs must be a non-empty (P, 2) tensor, got shape {tuple(self.pairs.shape)}"
+                )
+            if self.pairs[:, 0].max() >= len(self.user_emb) or self.pairs[:, 1].max() >= len(self.item_emb):
+                raise ValueError("pairs reference users or items beyond the embedding tables")
+            if self.pairs.min() < 0:
+                raise ValueError("pairs must be non-negative ids")
+
+    @property
+    def pairwise(self) -> bool:
+        return self.pairs is not None
+
+    def __len__(self) -> int:
+        return len(self.pairs) if self.pairs is not None else len(self.user_emb)
+
+
+class TwoTowerBatch(NamedTuple):
+    """One P3 batch: embedding rows and the ids behind them."""
+
+    user_emb: torch.Tensor  # (B, D)
+    item_emb: torch.Tensor  # (N, D)
+    users: torch.Tensor  # (B,)
+    items: torch.Tensor  # (N,)
+    pairwise: bool
+
+
+@runtime_checkable
+class RowSampler(Protocol):
+    """Anything that yields training batches: ``sample(batch_size, generator)`` returns ``(B, d)`` rows
+    (or a :class:`TwoTowerBatch`). ``__len__`` (rows per epoch) is optional."""
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor | TwoTowerBatch: ...
+
+
+class _IndexStream:
+    """Indices ``[0, n)``: uniform with replacement, or concatenated fresh permutations (epochs)."""
+
+    def __init__(self, n: int, mode: str, generator: torch.Generator) -> None:
+        self.n, self.mode, self.gen = n, mode, generator
+        self.perm = torch.empty(0, dtype=torch.int64)
+        self.pos = 0
+
+    def take(self, b: int) -> torch.Tensor:
+        if self.mode == "replacement":
+            return torch.randint(self.n, (b,), generator=self.gen)
+        out = []
+        while b > 0:
+            if self.pos >= len(self.perm):
+                self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+            chunk = self.perm[self.pos : self.pos + b]
+            self.pos += len(chunk)
+            b -= len(chunk)
+            out.append(chunk)
+        return torch.cat(out)
+
+
+class _TensorSource:
+    def __init__(self, data: torch.Tensor, mode: str, gen: torch.Generator) -> None:
+        self.data, self.stream = data, _IndexStream(len(data), mode, gen)
+
+    def next(self, b: int) -> torch.Tensor:
+        return self.data[self.stream.take(b).to(self.data.device)]
+
+
+class _TwoTowerSource:
+    def __init__(self, data: TwoTowerData, mode: str, gen: torch.Generator) -> None:
+        self.data = data
+        if data.pairs is not None:
+            self.pair_stream = _IndexStream(len(data.pairs), mode, gen)
+        else:
+            self.user_stream = _IndexStream(len(data.user_emb), mode, gen)
+            self.item_stream = _IndexStream(len(data.item_emb), mode, gen)
+
+    def next(self, b: int) -> TwoTowerBatch:
+        d = self.data
+        dev = d.user_emb.device
+        if d.pairs is not None:
+            p = d.pairs[self.pair_stream.take(b)].to(dev)
+            users, items = p[:, 0], p[:, 1]
+        else:
+            users = self.user_stream.take(b).to(dev)
+            items = self.item_stream.take(b).to(dev)
+        return TwoTowerBatch(d.user_emb[users], d.item_emb[items], users, items, d.pairwise)
+
+
+class _SamplerSource:
+    def __init__(self, sampler: RowSampler, gen: torch.Generator) -> None:
+        self.sampler, self.gen = sampler, gen
+
+    def next(self, b: int) -> torch.Tensor | TwoTowerBatch:
+        return self.sampler.sample(b, self.gen)
+
+
+@dataclass
+class SAETrainResult:
+    """What :func:`train_sae` returns.
+
+    Attributes:
+        sae: the trained SAE (eval mode, on the training device).
+        history: one dict per logged step (``step``, ``loss``, ``fvu``, ``l0``, ``dead_fraction``, ``lr``
+            and the loss terms of the architecture).
+        train_config: the settings used; ``steps`` the steps run; ``seconds`` wall time of the loop.
+        rows_per_second: training rows processed per second.
+        steps_since_fired: ``(m,)`` training rows since each latent last fired.
+        dead_fraction: share of latents dead at the end (``steps_since_fired >= dead_after``).
+    """
+
+    sae: SparseAutoencoder
+    history: list[dict[str, float]]
+    train_config: TrainConfig
+    steps: int
+    seconds: float
+    rows_per_second: float
+    rows_since_fired: torch.Tensor
+    dead_after: int
+    dead_fraction: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _Forward(NamedTuple):
+    """Differentiable pieces one step needs, computed by a fused kernel or by the module's autograd ops."""
+
+    xhat_LND: torch.Tensor  # reconstructions in the dictionary's space, one per prefix level
+    colsum_M: torch.Tensor | None  # sum over rows of the activations (ReLU dictionaries)
+    aux_ND: torch.Tensor | None  # AuxK reconstruction of the residual (TopK family)
+    fired_M: torch.Tensor  # (m,) bool, latents active in this batch
+    n_active: torch.Tensor | None  # scalar, active entries in the batch (None: count lazily from acts)
+    acts_NM: torch.Tensor | None  # dense activations when available (for the lazy L0)
+    min_pos: torch.Tensor | None  # smallest selected positive activation (BatchTopK)
+
+
+def _forward_reference(sae: SparseAutoencoder, xn: torch.Tensor, dead_idx: torch.Tensor | None) -> _Forward:
+    pre = sae.pre_activations_normalized(xn)
+    acts = sae.activation(pre)
+    if isinstance(sae, P3SAE):
+        xhat = sae.decode_prefixes_normalized(acts)
+    else:
+        xhat = sae.decode_normalized(acts).unsqueeze(0)
+    aux = None
+    if isinstance(sae, TopKSAE | BatchTopKSAE) and dead_idx is not None and dead_idx.numel() > 0:
+        kk = min(int(sae.cfg.aux_k), dead_idx.numel())
+        av, ai = pre[:, dead_idx].topk(kk, dim=1)
+        aux_acts = torch.zeros_like(pre).scatter(1, dead_idx[ai], torch.relu(av))
+        aux = aux_acts @ sae.decoder_weight
+    with torch.no_grad():
+        pos = acts > 0
+        fired = pos.any(0)
+        min_pos = acts[pos].min() if isinstance(sae, BatchTopKSAE) and bool(pos.any()) else None
+    colsum = acts.sum(0) if not isinstance(sae, TopKSAE | BatchTopKSAE) else None
+    return _Forward(xhat, colsum, aux, fired, pos.sum(), None, min_pos)
+
+
+def _forward_fused(
+    sae: SparseAutoencoder, xn: torch.Tensor, dead_idx: torch.Tensor | None, ws: kernels.Workspace
+) -> _Forward:
+    w_dec = sae.decoder_weight
+    if isinstance(sae, TopKSAE | BatchTopKSAE):
+        k = sae.cfg.k
+        if isinstance(sae, BatchTopKSAE):
+            fn = (
+                kernels.select_batch_topk
+                if sae.cfg.selection == "chunked"
+                else kernels.select_batch_topk_flat
+            )
+
+            def select(p: torch.Tensor) -> kernels.Selection:
+                return fn(p, k)
+        else:
+
+            def select(p: torch.Tensor) -> kernels.Selection:
+                return kernels.select_topk(p, k)
+
+        xhat, aux, _crow, col, val = kernels.sparse_sae(
+            xn, sae.W_enc, sae.b_enc, w_dec, sae.b_dec, select, ws, dead_idx, int(sae.cfg.aux_k)
+        )
+        with torch.no_grad():
+            pos = val > 0
+            fired = torch.zeros(sae.n_latents, dtype=torch.bool, device=xn.device)
+            fired[col[pos]] = True
+            n_active = pos.sum()
+            min_pos = val[pos].min() if isinstance(sae, BatchTopKSAE) and bool(n_active > 0) else None
+        has_aux = dead_idx is not None and dead_idx.numel() > 0
+        return _Forward(xhat.unsqueeze(0), None, aux if has_aux else None, fired, n_active, None, min_pos)
+    bounds = sae.prefix_bounds if isinstance(sae, P3SAE) else (sae.n_latents,)
+    xhat, colsum, acts = kernels.dense_relu_sae(xn, sae.W_enc, sae.b_enc, w_dec, sae.b_dec, bounds, ws)
+    return _Forward(xhat, colsum, None, colsum.detach() > 0, None, acts, None)
+
+
+def _fvu(x_ND: torch.Tensor, xhat_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    total = (x_ND - x_ND.mean(0)).pow(2).sum().clamp_min(1e-12)
+    return (xhat_ND - x_ND).pow(2).sum() / total, total
+
+
+def _pred_loss(kind: str, logits_new: torch.Tensor, logits_orig: torch.Tensor) -> torch.Tensor:
+    if kind == "mse":
+        return F.mse_loss(logits_new, logits_orig)
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits_new, torch.sigmoid(logits_orig))
+    return F.mse_loss(torch.sigmoid(logits_new), torch.sigmoid(logits_orig))
+
+
+class _Step(NamedTuple):
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    fwd: _Forward
+    n_rows: int
+
+
+def _step_loss(
+    sae: SparseAutoencoder,
+    batch: torch.Tensor | TwoTowerBatch,
+    dead_idx: torch.Tensor | None,
+    scorer: Callable[..., torch.Tensor] | None,
+    fused: bool,
+    ws: kernels.Workspace,
+) -> _Step:
+    two_tower = isinstance(batch, TwoTowerBatch)
+    x = torch.cat([batch.user_emb, batch.item_emb]) if two_tower else batch
+    n_rows = x.shape[0]
+    xn, stats = sae._prepare(x)
+    fwd = _forward_fused(sae, xn, dead_idx, ws) if fused else _forward_reference(sae, xn, dead_idx)
+    full = fwd.xhat_LND[-1]
+    cfg: Any = sae.cfg
+    terms: dict[str, torch.Tensor] = {}
+
+    if isinstance(sae, TopKSAE | BatchTopKSAE):
+        fvu, total = _fvu(xn, full)
+        loss = fvu
+        terms["fvu"] = fvu
+        if fwd.aux_ND is not None:
+            n_dead = dead_idx.numel() if dead_idx is not None else 0
+            scale = min(n_dead / cfg.aux_k, 1.0)
+            resid = (xn - full).detach()
+            auxk = scale * (fwd.aux_ND - resid).pow(2).sum() / total
+            loss = loss + cfg.aux_coeff * auxk
+            terms["auxk"] = auxk
+        return _Step(loss, terms, fwd, n_rows)
+
+    if not isinstance(sae, P3SAE):  # relu_l1
+        err2 = (full - xn).pow(2).sum(1)
+        recon = err2.mean() if cfg.recon == "squared" else err2.clamp_min(1e-24).sqrt().mean()
+        l1 = fwd.colsum_M.sum() / n_rows
+        terms.update(recon=recon, l1=l1)
+        with torch.no_grad():
+            terms["fvu"] = _fvu(xn, full)[0]
+        return _Step(recon + cfg.l1_coeff * l1, terms, fwd, n_rows)
+
+    # P3 / Matryoshka: losses in the embedding space (P3's L_emb and L_pred)
+    xhat_L = sae._restore(fwd.xhat_LND, stats)  # (L, N, d); stats broadcast over levels
+    if two_tower:
+        bu = batch.user_emb.shape[0]
+        sides = [(x[:bu], xhat_L[:, :bu]), (x[bu:], xhat_L[:, bu:])]
+    else:
+        sides = [(x, xhat_L)]
+    inner_w = getattr(cfg, "inner_weight", 0.0)
+    emb = sum(F.mse_loss(lv[-1], xs) for xs, lv in sides)
+    inner = (
+        sum(F.mse_loss(lv[i], xs) for xs, lv in sides for i in range(lv.shape[0] - 1))
+        if xhat_L.shape[0] > 1
+        else None
+    )
+    loss = cfg.alpha * emb
+    terms["emb"] = emb
+    if inner is not None:
+        loss = loss + cfg.alpha * inner_w * inner
+        terms["inner"] = inner
+    if cfg.l1_coeff > 0:
+        l1 = fwd.colsum_M.sum() / n_rows
+        loss = loss + cfg.l1_coeff * l1
+        terms["l1"] = l1
+    if cfg.kl_coeff > 0:
+        rho_hat = (fwd.colsum_M / n_rows).clamp(1e-6, 1 - 1e-6)
+        rho = cfg.rho
+        kl = (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+        loss = loss + cfg.kl_coeff * kl
+        terms["kl"] = kl
+    if cfg.beta > 0 and two_tower and scorer is not None:
+        bu = batch.user_emb.shape[0]
+        u_new, i_new = xhat_L[-1, :bu], xhat_L[-1, bu:]
+        with torch.no_grad():
+            y = call_scorer(scorer, batch.user_emb, batch.item_emb, batch.users, batch.items)
+        y_new = call_scorer(scorer, u_new, i_new, batch.users, batch.items)
+        want = (len(batch.users),) if batch.pairwise else (len(batch.users), len(batch.items))
+        if tuple(y_new.shape) != want:
+            mode = (
+                "pairwise (TwoTowerData.pairs given)"
+                if batch.pairwise
+                else "all-pairs (no TwoTowerData.pairs)"
+            )
+            raise ValueError(f"the scorer returned shape {tuple(y_new.shape)}; {mode} mode expects {want}")
+        pred = _pred_loss(cfg.pred_loss, y_new, y)
+        loss = loss + cfg.beta * pred
+        terms["pred"] = pred
+    with torch.no_grad():
+        terms["fvu"] = _fvu(x, xhat_L[-1])[0]
+    return _Step(loss, terms, fwd, n_rows)
+
+
+@contextlib.contextmanager
+def _frozen(scorer: Callable[..., torch.Tensor] | None) -> Iterator[None]:
+    """Temporarily set ``requires_grad=False`` on the scorer's module parameters (the recommender is frozen)."""
+    module = getattr(scorer, "module", None) or getattr(scorer, "__self__", None)
+    if not isinstance(scorer, nn.Module) and not isinstance(module, nn.Module):
+        yield
+        return
+    mod = scorer if isinstance(scorer, nn.Module) else module
+    params = [p for p in mod.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _fit_scalar_norm(
+    sae: SparseAutoencoder, data: Any, gen: torch.Generator, sample: Callable[[int], Any]
+) -> None:
+    if isinstance(data, torch.Tensor):
+        rows = data
+        max_rows = max(1, (1 << 24) // max(1, data.shape[1]))
+        if len(rows) > max_rows:
+            rows = rows[torch.randperm(len(rows), generator=gen)[:max_rows].to(rows.device)]
+    else:
+        parts, n = [], 0
+        while n < 65_536:
+            b = sample(4096)
+            b = torch.cat([b.user_emb, b.item_emb]) if isinstance(b, TwoTowerBatch) else b
+            parts.append(b)
+            n += len(b)
+        rows = torch.cat(parts)
+    r = rows.double()
+    sae.set_input_normalization(float(r.mean()), float(r.std()))
+
+
+def _lr_at(step: int, tc: TrainConfig, steps: int) -> float:
+    lr = tc.lr
+    if tc.warmup_steps > 0:
+        lr *= min(1.0, (step + 1) / tc.warmup_steps)
+    if tc.decay_fraction > 0:
+        start = int(steps * (1 - tc.decay_fraction))
+        if step >= start:
+            lr *= max(0.0, (steps - step) / max(1, steps - start))
+    return lr
+
+
+def _make_optimizer(
+    params: list[nn.Parameter], tc: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    kw = dict(lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay)
+    try:
+        return torch.optim.Adam(params, fused=True, **kw)  # fused Adam (CPU and CUDA in torch >= 2.4)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, foreach=True, **kw)
+
+
+def train_sae(
+    sae_or_config: SparseAutoencoder | SAEConfig | dict[str, Any],
+    data: torch.Tensor | TwoTowerData | RowSampler,
+    train_config: TrainConfig | None = None,
+    *,
+    scorer: Callable[..., torch.Tensor] | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> SAETrainResult:
+    """Train an SAE on activations.
+
+    Args:
+        sae_or_config: an SAE to continue training, or a config / config dict (initialised with ``seed``).
+        data: ``(N, d)`` activation rows (P1, P2); :class:`TwoTowerData` (P3: user and item embeddings,
+            optional positive pairs); or a :class:`RowSampler`.
+        train_config: optimisation settings (default :class:`TrainConfig`).
+        scorer: P3's frozen recommender, an :class:`~recsae_core.sae.p3.EmbeddingScorer` (e.g.
+            :func:`~recsae_core.sae.p3.two_tower_scorer`); required when the config has ``beta > 0`` and
+            the data is :class:`TwoTowerData`. Its module's parameters are frozen while training.
+        device: ``"cpu"`` (default) or ``"cuda"``; data and SAE are moved there.
+        seed: seeds the initialisation and the row sampling (same seed -> same numbers on one machine).
+        progress: show a tqdm bar with loss, L0 and FVU.
+        callback: called as ``callback(step, record)`` at every logged step.
+
+    Raises:
+        SAEDivergenceError: the loss became NaN/inf (the message names the step and suggests a lower LR).
+        ValueError: inconsistent inputs (widths, P3 without a scorer, a folded SAE trained with unit norms).
+    """
+    tc = train_config or TrainConfig()
+    dev = resolve_device(device)
+    if isinstance(sae_or_config, SparseAutoencoder):
+        sae = sae_or_config
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            sae = from_config(sae_or_config)
+    sae = sae.to(dev).train()
+    gen = torch.Generator().manual_seed(seed)
+
+    # ---- data
+    if isinstance(data, torch.Tensor):
+        if data.ndim != 2 or data.shape[1] != sae.d_in:
+            raise ValueError(f"data must be (N, {sae.d_in}) activation rows, got shape {tuple(data.shape)}")
+        if len(data) == 0:
+            raise ValueError("data has no rows")
+        data = data.to(dev, torch.float32)
+        source: Any = _TensorSource(data, tc.sampling, gen)
+    elif isinstance(data, TwoTowerData):
+        if data.user_emb.shape[1] != sae.d_in:
+            raise ValueError(f"embeddings have width {data.user_emb.shape[1]}, the SAE expects {sae.d_in}")
+        data = TwoTowerData(
+            data.user_emb.to(dev, torch.float32), data.item_emb.to(dev, torch.float32), data.pairs
+        )
+        source = _TwoTowerSource(data, tc.sampling, gen)
+    elif isinstance(data, RowSampler):
+        source = _SamplerSource(data, gen)
+    else:
+        raise TypeError(
+            f"data must be a (N, d) tensor, TwoTowerData or a RowSampler, got {type(data).__name__}"
+        )
+
+    cfg: Any = sae.cfg
+    if isinstance(sae, P3SAE):
+        if cfg.beta > 0 and isinstance(data, TwoTowerData) and scorer is None:
+            raise ValueError("P3's prediction loss (beta > 0) needs scorer=...: e.g. two_tower_scorer(model)")
+        if cfg.beta > 0 and not isinstance(data, TwoTowerData) and scorer is not None:
+            raise ValueError(
+                "a scorer needs user and item embeddings: pass TwoTowerData(user_emb, item_emb, pairs)"
+            )
+    elif scorer is not None:
+        raise ValueError(f"scorer= is only used by P3-style SAEs, not {sae.architecture!r}")
+
+    n_rows = len(data) if hasattr(data, "__len__") else None
+    steps = tc.steps
+    if tc.epochs is not None:
+        if n_rows is None:
+            raise ValueError("TrainConfig.epochs needs a dataset with a length; set steps instead")
+        steps = max(1, math.ceil(tc.epochs * n_rows / tc.batch_size))
+    dead_after = tc.dead_after or (min(n_rows, MAX_DEAD_AFTER) if n_rows else 1_000_000)
+
+    if sae.has_input_norm and float(sae.input_std) == 1.0 and float(sae.input_mean) == 0.0:
+        _fit_scalar_norm(sae, data, gen, source.next)
+    if sae.unit_norm_decoder:
+        norms = sae.decoder_norms()
+        if (norms - 1).abs().max() > 1e-3:
+            raise ValueError(
+                f"{sae.architecture} keeps unit-norm decoder atoms but these have norms in "
+                f"[{float(norms.min()):.4g}, {float(norms.max()):.4g}] (a folded export?); continue training "
+                "from an unfolded SAE (save_sae(..., fold=False))"
+            )
+
+    params = [p for p in sae.parameters() if p.requires_grad]
+    opt = _make_optimizer(params, tc, dev)
+    ws = kernels.Workspace()
+    since_fired = torch.zeros(sae.n_latents, dtype=torch.int64, device=dev)
+    threshold_started = isinstance(sae, BatchTopKSAE) and float(sae.threshold) > 0
+    history: list[dict[str, float]] = []
+    uses_aux = isinstance(sae, TopKSAE | BatchTopKSAE) and cfg.aux_coeff > 0
+    rows_seen = 0
+
+    bar = tqdm(total=steps, desc=f"SAE {sae.architecture}", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    with _frozen(scorer):
+        for step in range(steps):
+            lr = _lr_at(step, tc, steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = source.next(tc.batch_size)
+            dead_idx = torch.nonzero(since_fired >= dead_after).squeeze(1) if uses_aux else None
+            out = _step_loss(sae, batch, dead_idx, scorer, tc.fused, ws)
+            loss_value = out.loss.detach().item()
+            if not math.isfinite(loss_value):
+                raise SAEDivergenceError(
+                    f"SAE training diverged at step {step} (loss = {loss_value}, lr = {lr:.3g}); "
+                    f"lower the learning rate (e.g. lr={tc.lr / 10:.3g}) or set grad_clip"
+                )
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if sae.unit_norm_decoder:
+                sae.remove_parallel_decoder_grad_()
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            if sae.unit_norm_decoder:
+                sae.set_decoder_norm_to_unit_norm_()
+            with torch.no_grad():
+                since_fired += out.n_rows
+                since_fired[out.fwd.fired_M] = 0
+                rows_seen += out.n_rows
+                if isinstance(sae, BatchTopKSAE) and out.fwd.min_pos is not None:
+                    mp = out.fwd.min_pos.to(sae.threshold.dtype)
+                    if not threshold_started:
+                        sae.threshold.copy_(mp)
+                        threshold_started = True
+                    else:
+                        sae.threshold.lerp_(mp, cfg.threshold_rate)
+            if (step + 1) % tc.log_every == 0 or step == steps - 1:
+                rec = _record(step + 1, loss_value, lr, out, since_fired, dead_after)
+                history.append(rec)
+                bar.set_postfix(
+                    loss=f"{rec['loss']:.4g}", L0=f"{rec['l0']:.1f}", FVU=f"{rec['fvu']:.3f}", refresh=False
+                )
+                if callback is not None:
+                    callback(step + 1, rec)
+            bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    ws.clear()
+    sae.eval()
+    dead = since_fired >= dead_after
+    return SAETrainResult(
+        sae=sae,
+        history=history,
+        train_config=tc,
+        steps=steps,
+        seconds=seconds,
+        rows_per_second=rows_seen / max(seconds, 1e-9),
+        rows_since_fired=since_fired.cpu(),
+        dead_after=int(dead_after),
+        dead_fraction=float(dead.float().mean()),
+        meta={"seed": seed, "device": str(dev), "fused": tc.fused},
+    )
+
+
+def _record(
+    step: int, loss: float, lr: float, out: _Step, since_fired: torch.Tensor, dead_after: int
+) -> dict[str, float]:
+    with torch.no_grad():
+        fwd = out.fwd
+        n_active = fwd.n_active if fwd.n_active is not None else torch.count_nonzero(fwd.acts_NM)
+        rec = {
+            "step": float(step),
+            "loss": loss,
+            "lr": lr,
+            "l0": float(n_active) / out.n_rows,
+            "dead_fraction": float((since_fired >= dead_after).float().mean()),
+        }
+        rec.update({k: float(v.detach()) for k, v in out.terms.items()})
+    return rec

@@ -1,0 +1,207 @@
+"""Steering: edit SAE features of users or items and score with the frozen recommender (P1 §1.8, P3 §3.7).
+
+Edits (:class:`Steer`): **add** ``alpha`` to a feature (P1), **set** it to a value (P1's "set to 10", P3's
+boosting/promotion), or **suppress** it by setting a negative value (P3 allows negative activations).
+Where: user-vector sites (``<model>.user``, ``sasrec.last``), SASRec positions (``sasrec.block0``, by
+default the last position, as P1), or rows of an item table (``<model>.item``, P3's item promotion).
+
+With ``keep_error=True`` (default) the site receives ``x + decode(f') - decode(f)``: only the edit reaches
+the model, and ``alpha = 0`` returns the base model's scores exactly. ``keep_error=False`` writes
+``decode(f')`` (P1's notebooks: "alpha = 0" then already includes the SAE's reconstruction error);
+label plots accordingly (engineering.md §2.9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from recsae_core import metrics
+from recsae_core.models.base import Recommender, UserBatch
+from recsae_core.probe import apply_to_site
+from recsae_core.sae.base import SparseAutoencoder
+
+__all__ = ["Steer", "steer_scores", "steered_scores_fn", "steering_sweep", "suppress"]
+
+MODES = ("add", "set")
+
+
+@dataclass(frozen=True)
+class Steer:
+    """An edit of SAE activations: ``acts[:, features] += value`` (``"add"``) or ``= value`` (``"set"``)."""
+
+    features: int | tuple[int, ...]
+    value: float
+    mode: str = "add"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"Steer.mode must be one of {MODES}, got {self.mode!r}")
+        feats = (self.features,) if isinstance(self.features, int) else tuple(int(f) for f in self.features)
+        if not feats or any(f < 0 for f in feats):
+            raise ValueError(f"Steer.features must be non-negative feature ids, got {self.features!r}")
+        object.__setattr__(self, "features", feats)
+
+    def __call__(self, acts_NM: torch.Tensor) -> torch.Tensor:
+        feats = list(self.features)  # type: ignore[arg-type]
+        if max(feats) >= acts_NM.shape[-1]:
+            raise ValueError(f"feature {max(feats)} out of range for {acts_NM.shape[-1]} latents")
+        out = acts_NM.clone()
+        if self.mode == "add":
+            out[..., feats] += self.value
+        else:
+            out[..., feats] = self.value
+        return out
+
+
+def suppress(features: int | Sequence[int], value: float = -1.0) -> Steer:
+    """P3's suppression: set the feature(s) to a negative value (its Horror neuron at -0.5 ... -1.5)."""
+    if value > 0:
+        raise ValueError(f"suppression sets a value <= 0, got {value}")
+    return Steer(features if isinstance(features, int) else tuple(features), value, "set")
+
+
+def steered_scores_fn(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    steer: Steer | Callable[[torch.Tensor], torch.Tensor],
+    *,
+    keep_error: bool = True,
+    positions: str = "last",
+    rows: torch.Tensor | Sequence[int] | None = None,
+) -> Callable[[UserBatch], torch.Tensor]:
+    """``UserBatch -> (B, n_items)`` scores of the frozen model with the edit applied at ``site``.
+
+    Args:
+        steer: a :class:`Steer` or any ``acts -> acts`` function.
+        keep_error: add only ``decode(f') - decode(f)`` to the original representation (module docstring).
+        positions: for ``(B, L, D)`` sites, edit the ``"last"`` position (P1) or ``"all"`` non-padding ones.
+        rows: for item-table sites, the items to edit (P3 promotes one item); ``None`` = every row.
+    """
+    model.check_site(site)
+    sae.eval()
+    rows_t = None if rows is None else torch.as_tensor(rows)
+    cached: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def score(batch: UserBatch) -> torch.Tensor:
+        if site.endswith(".item"):
+            if "table" not in cached:
+                table = model.representation(site, batch)
+                cached["table"] = apply_to_site(
+                    sae, table, batch, edit=steer, keep_error=keep_error, rows=rows_t
+                )
+            return model.score_from(site, cached["table"], batch)
+        rep = model.representation(site, batch)
+        new = apply_to_site(sae, rep, batch, edit=steer, keep_error=keep_error, positions=positions)
+        return model.score_from(site, new, batch)
+
+    return score
+
+
+def steer_scores(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    batch: UserBatch,
+    steer: Steer | Callable[[torch.Tensor], torch.Tensor],
+    **kw: object,
+) -> torch.Tensor:
+    """Scores ``(B, n_items)`` for one batch (see :func:`steered_scores_fn` for the keyword arguments)."""
+    return steered_scores_fn(model, site, sae, steer, **kw)(batch)  # type: ignore[arg-type]
+
+
+def _chunks(batch: UserBatch, size: int) -> list[tuple[int, UserBatch]]:
+    n = len(batch.users)
+    return [
+        (s, UserBatch(batch.users[s : s + size], None if batch.seqs is None else batch.seqs[s : s + size]))
+        for s in range(0, n, size)
+    ]
+
+
+def _chunk_seen(seen: object, start: int, stop: int) -> object:
+    if seen is None:
+        return None
+    if isinstance(seen, torch.Tensor):
+        return seen[start:stop]
+    rows, items = seen  # type: ignore[misc]
+    keep = (rows >= start) & (rows < stop)
+    return rows[keep] - start, items[keep]
+
+
+def steering_sweep(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    batch: UserBatch,
+    features: int | Sequence[int],
+    values: Sequence[float],
+    *,
+    item_labels: torch.Tensor,
+    label_names: Sequence[str] | None = None,
+    mode: str = "add",
+    keep_error: bool = True,
+    k: int = 10,
+    targets: torch.Tensor | None = None,
+    seen: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+    positions: str = "last",
+    rows: torch.Tensor | Sequence[int] | None = None,
+    batch_size: int = 512,
+    ties: str = "optimistic",
+) -> pd.DataFrame:
+    """Steering outcomes as the edit strength varies (P1's "proportion of genres" vs alpha; P3 Fig. 5).
+
+    For each value: the top-``k`` lists (seen items masked) give the share of each label
+    (``share_<name>``: mean over users of the fraction of their top-k carrying it), ``coverage@k`` and
+    ``diversity@k`` (inter-list); with ``targets``, ``hr@k``/``ndcg@k`` from
+    :func:`recsae_core.evaluate.rank_metrics` (same masking). One row per value.
+
+    Args:
+        item_labels: ``(n_items,)`` bool (one label) or ``(n_items, g)``.
+        seen: items to mask per user: ``(B, n_items)`` bool or flat ``(rows, items)`` relative to ``batch``.
+        Other arguments: see :func:`steered_scores_fn`.
+    """
+    from recsae_core.evaluate import rank_metrics
+
+    labels = torch.as_tensor(item_labels)
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    names = list(label_names) if label_names is not None else [str(j) for j in range(labels.shape[1])]
+    if len(names) != labels.shape[1]:
+        raise ValueError(f"{len(names)} label names for {labels.shape[1]} labels")
+    feats = features if isinstance(features, int) else tuple(features)
+    out = []
+    for v in values:
+        fn = steered_scores_fn(
+            model,
+            site,
+            sae,
+            Steer(feats, float(v), mode),
+            keep_error=keep_error,
+            positions=positions,
+            rows=rows,
+        )
+        tops, acc, n = [], {}, 0
+        for start, b in _chunks(batch, batch_size):
+            scores = fn(b)
+            stop = start + len(b.users)
+            s_seen = _chunk_seen(seen, start, stop)
+            tops.append(metrics.top_k_items(scores, k, s_seen))  # type: ignore[arg-type]
+            if targets is not None:
+                r = rank_metrics(scores, targets[start:stop], s_seen, ks=(k,), ties=ties)  # type: ignore[arg-type]
+                for key in (f"hr@{k}", f"ndcg@{k}", f"mrr@{k}"):
+                    acc[key] = acc.get(key, 0.0) + r[key] * len(b.users)
+            n += len(b.users)
+        top = torch.cat(tops)
+        row: dict[str, float] = {"value": float(v)}
+        share = metrics.label_share(top, labels)
+        row.update({f"share_{nm}": float(s) for nm, s in zip(names, share.reshape(-1), strict=True)})
+        row.update({key: val / n for key, val in acc.items()})
+        row[f"coverage@{k}"] = metrics.coverage(top, model.n_items)
+        row[f"diversity@{k}"] = metrics.inter_list_diversity(top)
+        out.append(row)
+    return pd.DataFrame(out)
