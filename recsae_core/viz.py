@@ -220,7 +220,9 @@ def plot_ratings_and_time(ds: Any) -> Any:
         ax.set_xlabel("month")
         ax.set_ylabel("interactions")
         ax.set_title("interactions per month")
-        fig.autofmt_xdate()
+        for lab in ax.get_xticklabels():
+            lab.set_rotation(30)
+            lab.set_horizontalalignment("right")
     fig.suptitle(f"{ds.name}: ratings" + (" and time" if timed else ""))
     return fig
 
@@ -289,28 +291,24 @@ def protocol_variants(ds: Any) -> Any:
             "share of interactions kept": f"{len(df) / max(len(inter), 1):.1%}",
         }
 
-    rows = [row("as loaded here (every rating is an interaction; P1 does the same)", inter)]
+    rows = [row("as loaded here (every rating an interaction, as in P1)", inter)]
     explicit = str(ds.meta.get("rating_kind", "")).startswith(("explicit", "rating"))
     if explicit:
         core = k_core(inter[inter["rating"] >= 4], 5)
-        rows.append(row("P2 recipe: ratings ≥ 4 are positives, iterative 5-core on them", core))
+        rows.append(row("P2: ratings ≥ 4, iterative 5-core", core))
         kept = inter[inter["user"].isin(core["user"].unique()) & inter["item"].isin(core["item"].unique())]
-        rows.append(row("P2 recipe: all ratings of those users and items", kept))
+        rows.append(row("P2: all ratings of those users and items", kept))
         if ds.name.startswith("ml-1m"):
             drop = ds.users.index[ds.users["user_id"] == 4170].to_numpy()
-            rows.append(
-                row("P3 recipe: all ratings binarised, user 4170 dropped", inter[~inter["user"].isin(drop)])
-            )
+            rows.append(row("P3: binarised, user 4170 dropped", inter[~inter["user"].isin(drop)]))
         else:
-            rows.append(row("P3 recipe: all ratings binarised", inter))
+            rows.append(row("P3: all ratings, binarised", inter))
     elif ds.name.startswith("lastfm"):
         df = inter
         for who, limit in (("item", 50), ("user", 50), ("item", 40)):
             cnt = np.bincount(df[who].to_numpy(), minlength=1)
             df = df[cnt[df[who].to_numpy()] > limit]
-        rows.append(
-            row("P3 Last.fm filters: artists > 50 listeners, users > 50 rows, artists > 40 listeners", df)
-        )
+        rows.append(row("P3 Last.fm filters (see above)", df))
     return pd.DataFrame(rows).set_index("variant")
 
 
