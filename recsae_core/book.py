@@ -118,11 +118,12 @@ class ChapterFailed(RuntimeError):
     """A chapter's cell raised; the message names the chapter, the dataset and the cell."""
 
     def __init__(self, job: Job, cell: int | None, source_line: str, error: str, failed_copy: Path) -> None:
-        where = f"cell {cell} of {job.source.name}" if cell is not None else f"{job.source.name}"
+        where = f"cell {cell} of {job.source.name}" if cell is not None else f"executing {job.source.name}"
         super().__init__(
             f"chapter {job.chapter!r}, dataset {job.dataset!r}: {where} failed"
             + (f" ({source_line!r})" if source_line else "")
-            + f": {error}\n  the failed notebook is kept at {failed_copy}"
+            + f": {error}"
+            + (f"\n  the failed notebook is kept at {failed_copy}" if failed_copy.exists() else "")
         )
         self.job, self.cell, self.error, self.failed_copy = job, cell, error, failed_copy
 
@@ -417,6 +418,7 @@ def execute(job: Job, root: Path, *, progress: bool = True) -> float:
 
     t0 = time.perf_counter()
     job.executed.parent.mkdir(parents=True, exist_ok=True)
+    job.failed.unlink(missing_ok=True)
     with atomic_path(job.executed) as tmp:
         tmp_nb = tmp.with_suffix(".ipynb")  # papermill wants an .ipynb suffix
         try:
@@ -434,13 +436,16 @@ def execute(job: Job, root: Path, *, progress: bool = True) -> float:
             shutil.move(tmp_nb, job.failed)
             cell, line = _source_cell(nb_out, err.cell_index)
             raise ChapterFailed(job, cell, line, f"{err.ename}: {err.evalue}", job.failed) from None
-        except BaseException:
+        except Exception as err:  # the kernel died, timed out or could not start
+            if tmp_nb.exists():
+                shutil.move(tmp_nb, job.failed)
+            raise ChapterFailed(job, None, "", f"{type(err).__name__}: {err}", job.failed) from err
+        except BaseException:  # KeyboardInterrupt: leave nothing behind
             tmp_nb.unlink(missing_ok=True)
             raise
         nb = postprocess(nbformat.read(tmp_nb, as_version=4), job.dataset)
         nbformat.write(nb, tmp)
         tmp_nb.unlink()
-    job.failed.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     atomic_write_json(
         job.sidecar, {"hash": job.parts["hash"], "inputs": job.parts["inputs"], "seconds": seconds}
