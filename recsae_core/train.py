@@ -130,11 +130,12 @@ def _adam(
 class _LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of ``softmax(h @ Wᵀ)`` computed in row chunks, gradients formed in the forward pass.
 
-    The ``(N, n_items)`` logits are never materialised: each chunk's logits live in one reused buffer that
-    becomes ``softmax - onehot`` in place, and the gradients of ``h`` and ``W`` are accumulated right away
-    (the "fused linear cross-entropy" idea of Liger-Kernel / Apple's Cut Cross-Entropy). On CPU this is ~4x
-    faster than ``F.cross_entropy(h @ W.T)`` at SASRec+ sizes: no large fresh allocations (page faults),
-    one pass fewer over the logits.
+    The ``(N, n_items)`` logits are never materialised: each chunk's logits and softmax live in two reused
+    buffers, the softmax becomes ``softmax - onehot`` in place, and the gradients of ``h`` and ``W`` are
+    accumulated right away (the "fused linear cross-entropy" idea of Liger-Kernel / Apple's Cut
+    Cross-Entropy). On CPU this is several times faster than ``F.cross_entropy(h @ W.T)`` at SASRec+ sizes:
+    no large fresh allocations (page faults) and fewer passes over the logits. The loss of a row is
+    ``-log p_target`` with ``p`` clamped at 1e-45 (only the reported value; the gradient is exact).
     """
 
     @staticmethod
@@ -144,22 +145,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(h_ND) if need_h else None
         grad_w = torch.zeros_like(w_ID) if need_w else None
         total = torch.zeros((), dtype=torch.float64, device=h_ND.device)
-        buf = torch.empty(min(chunk, n), w_ID.shape[0], dtype=h_ND.dtype, device=h_ND.device)
+        z_buf = torch.empty(min(chunk, n), w_ID.shape[0], dtype=h_ND.dtype, device=h_ND.device)
+        p_buf = torch.empty_like(z_buf)
         for s in range(0, n, chunk):
             h_c, t_c = h_ND[s : s + chunk], targets_N[s : s + chunk]
-            z = buf[: len(h_c)]
+            z, p = z_buf[: len(h_c)], p_buf[: len(h_c)]
             torch.mm(h_c, w_ID.T, out=z)  # logits (c, I)
-            target_logit = z.gather(1, t_c[:, None]).squeeze(1)
-            zmax = z.amax(1, keepdim=True)
-            z.sub_(zmax).exp_()
-            zsum = z.sum(1, keepdim=True)
-            total += (zsum.log() + zmax).squeeze(1).sub(target_logit).sum(dtype=torch.float64)
-            z.div_(zsum)
-            z[torch.arange(len(t_c), device=z.device), t_c] -= 1.0  # d loss / d logits = softmax - onehot
+            torch.ops.aten._softmax.out(z, 1, False, out=p)
+            rows = torch.arange(len(t_c), device=p.device)
+            p_target = p[rows, t_c]
+            total -= p_target.clamp_min(1e-45).log().sum(dtype=torch.float64)
+            p[rows, t_c] = p_target - 1.0  # d loss / d logits = softmax - onehot
             if need_h:
-                torch.mm(z, w_ID, out=grad_h[s : s + chunk])
+                torch.mm(p, w_ID, out=grad_h[s : s + chunk])
             if need_w:
-                grad_w.addmm_(z.T, h_c)
+                grad_w.addmm_(p.T, h_c)
         ctx.save_for_backward(grad_h, grad_w)
         return total.to(h_ND.dtype)
 

@@ -51,6 +51,21 @@ def test_sasrec_sites_shapes_and_exact_round_trip():
         model.representation("sasrec.block7", batch)
 
 
+@pytest.mark.parametrize("n_heads", [1, 2])
+def test_sasrec_round_trip_is_exact_at_realistic_sizes(n_heads):
+    """score() runs the final block for the last query only; every site must still reproduce it bit for bit."""
+    torch.manual_seed(0)
+    model = SASRec(50, 300, SASRecConfig(d=64, n_heads=n_heads, maxlen=120)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    batch = UserBatch(torch.arange(48), random_seqs(48, 120, n_items=300, seed=5))
+    with torch.no_grad():
+        scores = model.score(batch)
+        for site in model.sites:
+            assert torch.equal(model.score_from(site, model.representation(site, batch), batch), scores), site
+
+
 def test_sasrec_score_from_uses_the_given_representation():
     model = sasrec()
     batch = UserBatch(torch.arange(4), random_seqs(4, 12, min_len=3))

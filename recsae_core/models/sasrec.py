@@ -7,8 +7,8 @@ pmixer/SASRec.pytorch ``--norm_first``, GPT-2 style as in P1's GPT4Rec), a final
 cross-entropy at every non-pad position) lives in :mod:`recsae_core.train`.
 
 Left padding: the last column is the most recent item; positions are counted from the right, so a
-history scores the same with or without extra left padding. Padded keys are masked out of attention;
-every query may also attend to itself, so fully padded rows stay finite (no NaN).
+history scores the same with or without extra left padding. Padded keys are masked out of attention
+(weight exactly 0) and fully padded rows stay finite (no NaN); see ``SASRec._masks``.
 
 Sites (``recsae_core.models.base``): ``sasrec.block{i}`` ``(B, L, D)``, the residual stream after block
 ``i`` at every position (P1 probes ``block0``), and ``sasrec.last`` ``(B, D)``, the final-norm output at
@@ -90,6 +90,41 @@ class SASRecOutput(NamedTuple):
     keep: torch.Tensor  # (B, L) bool: non-pad positions
 
 
+class _FastDropout(torch.autograd.Function):
+    """Inverted dropout whose keep mask comes from 8 random bits per element (CPU).
+
+    ``F.dropout`` draws one Bernoulli sample per element, which dominates a SASRec step on CPU; here one
+    64-bit draw serves 8 elements (bytes compared with ``round(p * 256)``, so the drop rate is ``p`` rounded
+    to a multiple of 1/256, e.g. 0.1992 for 0.2) and the mask is kept as bytes for the backward pass.
+    Seeded by torch's default generator, like ``F.dropout``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, p):
+        n = x.numel()
+        bits = torch.empty((n + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
+        threshold = round(p * 256)
+        keep = bits.view(torch.uint8)[:n].view(x.shape) >= threshold
+        scale = 256.0 / (256 - threshold)
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return x * keep * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return grad * keep * ctx.scale, None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout: the byte-mask version on CPU (:class:`_FastDropout`), ``F.dropout`` elsewhere."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type == "cpu" and round(p * 256) < 256:
+        return _FastDropout.apply(x, p)
+    return F.dropout(x, p, True)
+
+
 class SASRecBlock(nn.Module):
     """Pre-LN block: ``x + Attn(LN(x))`` then ``x + FFN(LN(x))``; pad positions reset to zero."""
 
@@ -102,17 +137,35 @@ class SASRecBlock(nn.Module):
         self.ln_ffn = nn.LayerNorm(d)
         self.ff_in = nn.Linear(d, ffn_mult * d)
         self.ff_out = nn.Linear(ffn_mult * d, d)
-        self.drop = nn.Dropout(dropout)
 
     def _heads(self, t_BLD: torch.Tensor) -> torch.Tensor:
         B, L, D = t_BLD.shape
         return t_BLD.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, nh, L, hd)
 
+    def _attend(
+        self, q_BhQd: torch.Tensor, k_BhLd: torch.Tensor, v_BhLd: torch.Tensor, mask_B1QL: torch.Tensor
+    ) -> torch.Tensor:
+        """Softmax attention with an additive mask; with dropout on the probabilities while training."""
+        if not (self.training and self.dropout > 0):
+            return F.scaled_dot_product_attention(q_BhQd, k_BhLd, v_BhLd, attn_mask=mask_B1QL)
+        B, h, Q, hd = q_BhQd.shape
+        L = k_BhLd.shape[2]
+        mask = mask_B1QL.expand(B, h, Q, L).reshape(B * h, Q, L)
+        scores = torch.baddbmm(
+            mask, q_BhQd.reshape(B * h, Q, hd), k_BhLd.reshape(B * h, L, hd).transpose(1, 2), alpha=hd**-0.5
+        )
+        probs = dropout(torch.softmax(scores, -1), self.dropout, True)
+        return torch.bmm(probs, v_BhLd.reshape(B * h, L, hd)).view(B, h, Q, hd)
+
     def forward(
         self, x_BLD: torch.Tensor, mask_B1QL: torch.Tensor, keep_BQ1: torch.Tensor, last_only: bool = False
     ) -> torch.Tensor:
-        """``last_only``: compute the block only for the last query (the output is ``(B, 1, D)``)."""
+        """One block. ``mask_B1QL``: additive attention mask (``SASRec._masks``); ``keep_BQ1``: 1 at non-pad queries.
+
+        ``last_only``: compute the block only for the last query (the output is ``(B, 1, D)``).
+        """
         B, _, D = x_BLD.shape
+        p, train = self.dropout, self.training
         h = self.ln_attn(x_BLD)
         if last_only:
             q = F.linear(h[:, -1:], self.qkv.weight[:D], self.qkv.bias[:D])
@@ -120,17 +173,11 @@ class SASRecBlock(nn.Module):
             x_BLD = x_BLD[:, -1:]
         else:
             q, k, v = self.qkv(h).split(D, dim=-1)
-        a = F.scaled_dot_product_attention(
-            self._heads(q),
-            self._heads(k),
-            self._heads(v),
-            attn_mask=mask_B1QL,
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # (B, nh, Q, hd)
+        a = self._attend(self._heads(q), self._heads(k), self._heads(v), mask_B1QL)  # (B, nh, Q, hd)
         a = a.transpose(1, 2).reshape(B, -1, D)
-        x_BLD = x_BLD + self.drop(self.proj(a))
-        f = self.ff_out(self.drop(F.relu(self.ff_in(self.ln_ffn(x_BLD)))))
-        x_BLD = x_BLD + self.drop(f)
+        x_BLD = x_BLD + dropout(self.proj(a), p, train)
+        f = self.ff_out(dropout(F.relu(self.ff_in(self.ln_ffn(x_BLD))), p, train))
+        x_BLD = x_BLD + dropout(f, p, train)
         return x_BLD * keep_BQ1
 
 
@@ -143,7 +190,6 @@ class SASRec(Recommender):
         self.config, self.n_users, self.n_items, self.maxlen = cfg, n_users, n_items, cfg.maxlen
         self.item_emb = nn.Embedding(n_items + 1, cfg.d, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.maxlen, cfg.d)
-        self.emb_drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             SASRecBlock(cfg.d, cfg.n_heads, cfg.dropout, cfg.ffn_mult) for _ in range(cfg.n_blocks)
         )
@@ -173,21 +219,27 @@ class SASRec(Recommender):
 
     # --- pieces -------------------------------------------------------------------------------------
     def _masks(self, seqs_BL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, 1, L, L)`` attention mask (causal, pad keys off, diagonal on) and ``(B, L)`` keep mask."""
-        L = seqs_BL.shape[1]
+        """Additive ``(B, 1, L, L)`` attention mask and ``(B, L)`` bool keep mask (non-pad positions).
+
+        mask = causal part (``-inf`` above the diagonal) + pad part (the dtype's most negative finite
+        number on pad keys). A real query's weights on pad keys are exactly 0 (``exp`` underflows), as with
+        ``-inf``; a pad query, whose visible keys are all padding, gets finite uniform weights instead of
+        NaN (RePlay uses ``finfo.min`` the same way). One broadcast add, shared by all blocks.
+        """
+        B, L = seqs_BL.shape
         if L > self.maxlen:
             raise ValueError(f"sequence length {L} exceeds maxlen={self.maxlen}")
+        dtype, dev = self.pos_emb.weight.dtype, seqs_BL.device
         keep_BL = seqs_BL != 0
-        idx = torch.arange(L, device=seqs_BL.device)
-        causal_LL = idx[None, :] <= idx[:, None]
-        mask = (causal_LL & keep_BL[:, None, None, :]) | torch.eye(L, dtype=torch.bool, device=seqs_BL.device)
-        return mask, keep_BL
+        causal_LL = torch.full((L, L), float("-inf"), dtype=dtype, device=dev).triu_(1)
+        pad_BL = torch.zeros(B, L, dtype=dtype, device=dev).masked_fill_(~keep_BL, torch.finfo(dtype).min)
+        return causal_LL + pad_BL[:, None, None, :], keep_BL
 
     def embed(self, seqs_BL: torch.Tensor) -> torch.Tensor:
         """Item + positional embeddings ``(B, L, D)``, positions counted from the right, pads zeroed."""
         L = seqs_BL.shape[1]
         x = self.item_emb(seqs_BL) * math.sqrt(self.config.d) + self.pos_emb.weight[self.maxlen - L :]
-        return self.emb_drop(x) * (seqs_BL != 0).unsqueeze(-1)
+        return dropout(x, self.config.dropout, self.training) * (seqs_BL != 0).unsqueeze(-1)
 
     def _run_blocks(
         self, x_BLD: torch.Tensor, seqs_BL: torch.Tensor, start: int, last_only_final: bool
@@ -234,9 +286,15 @@ class SASRec(Recommender):
             return self.final_ln(x[:, -1])
         x = self.embed(seqs)
         mask, keep = self._masks(seqs)
-        for block in self.blocks[: self._block_index(site) + 1]:
+        i = self._block_index(site)
+        for block in self.blocks[:i]:
             x = block(x, mask, keep[:, :, None])
-        return x
+        out = self.blocks[i](x, mask, keep[:, :, None])
+        if i == len(self.blocks) - 1:
+            # score() runs the final block for the last query only; use that very computation for the last
+            # position so that score_from(site, representation(site)) reproduces score() bit for bit.
+            out[:, -1:] = self.blocks[i](x, mask[:, :, -1:], keep[:, -1:, None], last_only=True)
+        return out
 
     def score_from(self, site: str, rep: torch.Tensor, batch: UserBatch) -> torch.Tensor:
         self.check_site(site)
