@@ -35,8 +35,6 @@ __all__ = [
     "sparse_sae",
 ]
 
-warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-
 # (crow (N+1,), col (nnz,), val (nnz,)): a row-compressed selection of activations, val = ReLU(pre) >= 0.
 Selection = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -204,7 +202,9 @@ def select_batch_topk(pre_NM: torch.Tensor, k: int) -> Selection:
 
 # ---------------------------------------------------------------------------------------- sparse TopK
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
 
 
 def _row_ids(crow: torch.Tensor) -> torch.Tensor:

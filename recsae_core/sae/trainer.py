@@ -403,6 +403,21 @@ def _frozen(scorer: Callable[..., torch.Tensor] | None) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+@contextlib.contextmanager
+def _threads(n: int | str | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    if isinstance(n, str) or n < 1:
+        raise ValueError(f"num_threads must be a positive int, 'auto' or None, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _fit_scalar_norm(
     sae: SparseAutoencoder, data: Any, gen: torch.Generator, sample: Callable[[int], Any]
 ) -> None:
@@ -423,6 +438,15 @@ def _fit_scalar_norm(
     sae.set_input_normalization(float(r.mean()), float(r.std()))
 
 
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    bad = ~torch.isfinite(x).all(dim=-1)
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"{name} has NaN/inf values (first in row {row}); clean the activations before training"
+        )
+
+
 def _lr_at(step: int, tc: TrainConfig, steps: int) -> float:
     lr = tc.lr
     if tc.warmup_steps > 0:
@@ -434,14 +458,13 @@ def _lr_at(step: int, tc: TrainConfig, steps: int) -> float:
     return lr
 
 
-def _make_optimizer(
-    params: list[nn.Parameter], tc: TrainConfig, device: torch.device
-) -> torch.optim.Optimizer:
-    kw = dict(lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay)
-    try:
-        return torch.optim.Adam(params, fused=True, **kw)  # fused Adam (CPU and CUDA in torch >= 2.4)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, foreach=True, **kw)
+def _make_optimizer(params: list[nn.Parameter], tc: TrainConfig) -> torch.optim.Optimizer:
+    # The single-tensor Adam: an SAE has 4 parameter tensors, and on a shared 2-core CPU the fused and
+    # foreach variants measured slower (their thread-parallel regions stall when other processes
+    # hold the cores).
+    return torch.optim.Adam(
+        params, lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay, foreach=False
+    )
 
 
 def train_sae(
@@ -454,6 +477,7 @@ def train_sae(
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    num_threads: int | str | None = "auto",
 ) -> SAETrainResult:
     """Train an SAE on activations.
 
@@ -469,6 +493,9 @@ def train_sae(
         seed: seeds the initialisation and the row sampling (same seed -> same numbers on one machine).
         progress: show a tqdm bar with loss, L0 and FVU.
         callback: called as ``callback(step, record)`` at every logged step.
+        num_threads: torch intra-op threads while training (restored afterwards). ``"auto"``: one thread
+            when ``batch_size * n_latents <= 2**20`` (small steps gain nothing from threads, and on a shared
+            CPU their parallel regions can stall for milliseconds), else unchanged; ``None``: unchanged.
 
     Raises:
         SAEDivergenceError: the loss became NaN/inf (the message names the step and suggests a lower LR).
@@ -491,11 +518,14 @@ def train_sae(
             raise ValueError(f"data must be (N, {sae.d_in}) activation rows, got shape {tuple(data.shape)}")
         if len(data) == 0:
             raise ValueError("data has no rows")
+        _check_finite(data, "data")
         data = data.to(dev, torch.float32)
         source: Any = _TensorSource(data, tc.sampling, gen)
     elif isinstance(data, TwoTowerData):
         if data.user_emb.shape[1] != sae.d_in:
             raise ValueError(f"embeddings have width {data.user_emb.shape[1]}, the SAE expects {sae.d_in}")
+        _check_finite(data.user_emb, "user_emb")
+        _check_finite(data.item_emb, "item_emb")
         data = TwoTowerData(
             data.user_emb.to(dev, torch.float32), data.item_emb.to(dev, torch.float32), data.pairs
         )
@@ -538,7 +568,7 @@ def train_sae(
             )
 
     params = [p for p in sae.parameters() if p.requires_grad]
-    opt = _make_optimizer(params, tc, dev)
+    opt = _make_optimizer(params, tc)
     ws = kernels.Workspace()
     since_fired = torch.zeros(sae.n_latents, dtype=torch.int64, device=dev)
     threshold_started = isinstance(sae, BatchTopKSAE) and float(sae.threshold) > 0
@@ -547,8 +577,10 @@ def train_sae(
     rows_seen = 0
 
     bar = tqdm(total=steps, desc=f"SAE {sae.architecture}", disable=not progress, leave=False)
+    if num_threads == "auto":
+        num_threads = 1 if tc.batch_size * sae.n_latents <= 1 << 20 else None
     t0 = time.perf_counter()
-    with _frozen(scorer):
+    with _frozen(scorer), _threads(num_threads):
         for step in range(steps):
             lr = _lr_at(step, tc, steps)
             for g in opt.param_groups:
@@ -605,7 +637,7 @@ def train_sae(
         rows_per_second=rows_seen / max(seconds, 1e-9),
         rows_since_fired=since_fired.cpu(),
         dead_after=int(dead_after),
-        dead_fraction=float(dead.float().mean()),
+        dead_fraction=float(dead.double().mean()),
         meta={"seed": seed, "device": str(dev), "fused": tc.fused},
     )
 
@@ -621,7 +653,7 @@ def _record(
             "loss": loss,
             "lr": lr,
             "l0": float(n_active) / out.n_rows,
-            "dead_fraction": float((since_fired >= dead_after).float().mean()),
+            "dead_fraction": float((since_fired >= dead_after).double().mean()),
         }
         rec.update({k: float(v.detach()) for k, v in out.terms.items()})
     return rec
