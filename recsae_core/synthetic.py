@@ -98,9 +98,10 @@ class PlantedRecommender(Recommender):
     Scores are ``user . item``.
     """
 
-    def __init__(self, item_emb: torch.Tensor) -> None:
+    def __init__(self, item_emb: torch.Tensor, maxlen: int = 20) -> None:
         super().__init__()
         self.n_items = item_emb.shape[0]
+        self.maxlen = maxlen  # evaluation code builds histories of this length
         self.item_emb = torch.nn.Parameter(item_emb.clone(), requires_grad=False)
         self.sites = {
             "planted.seq": "(B, L, D) item embedding at every position",
@@ -202,5 +203,5 @@ def planted_world(
     keep = cols[None, :] >= (maxlen - for_len)[:, None]  # left padding
     seqs[keep] = draws[:, :maxlen][keep] + 1
     targets[:] = draws[:, maxlen]
-    model = PlantedRecommender(item_emb.float()).eval()
+    model = PlantedRecommender(item_emb.float(), maxlen).eval()
     return PlantedWorld(model, torch.arange(n_users), seqs, targets, groups, dirs, taste)
