@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -77,15 +78,18 @@ class _DenseReluSAE(torch.autograd.Function):
             starts = (0, *bounds[:-1])
             parts = torch.stack([acts_NM[:, s:e] @ W_dec[s:e] for s, e in zip(starts, bounds, strict=True)])
             xhat = parts.cumsum_(0).add_(b_dec)  # (L, N, d): prefix reconstructions
-        colsum_M = acts_NM.sum(0)
-        ctx.save_for_backward(xc_ND, acts_NM, W_enc, W_dec)
+        ones_N = ws.get("ones", (n,), x_ND.dtype, x_ND.device).fill_(1.0)
+        colsum_M = torch.mv(acts_NM.t(), ones_N)  # a GEMV beats a dim-0 reduction on CPU
+        ctx.save_for_backward(xc_ND, acts_NM, W_enc, W_dec, ones_N)
         ctx.bounds, ctx.ws = bounds, ws
         ctx.mark_non_differentiable(acts_NM)
+        # unused outputs get None, not a zero-filled B x m tensor (a fresh 32 MB fill costs ~25 ms on CPU)
+        ctx.set_materialize_grads(False)
         return xhat, colsum_M, acts_NM
 
     @staticmethod
     def backward(ctx, g_xhat, g_colsum, _g_acts):  # type: ignore[override]
-        xc_ND, acts_NM, W_enc, W_dec = ctx.saved_tensors
+        xc_ND, acts_NM, W_enc, W_dec, ones_N = ctx.saved_tensors
         bounds, ws = ctx.bounds, ctx.ws
         n, m = acts_NM.shape
         if g_xhat is None:
@@ -108,13 +112,11 @@ class _DenseReluSAE(torch.autograd.Function):
             # d loss / d f = g W_dec^T + d loss / d colsum (L1 and KL terms), then the ReLU mask in place
             torch.addmm(g_colsum[s:e], g_ND, W_dec[s:e].t(), out=gp_NM)
             torch.ops.aten.threshold_backward.grad_input(gp_NM, a_NM, 0.0, grad_input=gp_NM)
-            torch.sum(gp_NM, 0, out=grad_b_enc[s:e])
+            torch.mv(gp_NM.t(), ones_N, out=grad_b_enc[s:e])
             torch.mm(gp_NM.t(), xc_ND, out=grad_W_enc[s:e])
             if need_x:
                 grad_x.addmm_(gp_NM, W_enc[s:e])
         grad_b_dec = g_xhat.sum((0, 1)) - grad_b_enc @ W_enc
-        if need_x:
-            grad_x = grad_x
         return grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, None, None
 
 
@@ -152,12 +154,26 @@ def select_topk(pre_NM: torch.Tensor, k: int) -> Selection:
     return crow, idx_NK.reshape(-1), vals_NK.reshape(-1).relu_()
 
 
+def _argsort(keys: torch.Tensor, bound: int) -> torch.Tensor:
+    """A permutation sorting integer ``keys`` in ``[0, bound)`` (stable on CPU).
+
+    On CPU, NumPy's stable sort of 16-bit keys is a radix sort: ~2 ms for 131k keys, whereas
+    ``torch.sort`` measured 3 ms on one thread but over 100 ms with 2 threads on a loaded machine.
+    """
+    if keys.device.type != "cpu":
+        return torch.argsort(keys)
+    k = keys.numpy().astype(np.int16 if bound <= 32767 else np.int32)
+    return torch.from_numpy(np.argsort(k, kind="stable"))
+
+
 def _to_csr(flat_idx: torch.Tensor, vals: torch.Tensor, n: int, m: int) -> Selection:
-    flat_idx, order = torch.sort(flat_idx)
+    """Row-compressed selection from flat indices ``row * m + col`` in any order."""
     rows = torch.div(flat_idx, m, rounding_mode="floor")
+    order = _argsort(rows, n)
+    rows, flat_idx = rows.index_select(0, order), flat_idx.index_select(0, order)
     crow = torch.zeros(n + 1, dtype=torch.int64, device=flat_idx.device)
     torch.cumsum(torch.bincount(rows, minlength=n), 0, out=crow[1:])
-    return crow, flat_idx - rows * m, vals[order].relu_()
+    return crow, flat_idx - rows * m, vals.index_select(0, order).relu_()
 
 
 def select_batch_topk_flat(pre_NM: torch.Tensor, k: int) -> Selection:
@@ -177,27 +193,26 @@ def _chunk_size(m: int, k: int) -> int:
 def select_batch_topk(pre_NM: torch.Tensor, k: int) -> Selection:
     """The ``k * N`` largest entries of the batch, exactly, without a flat ``topk`` over all ``N m`` entries.
 
-    View each row as ``s`` strided chunks' worth of columns (chunk ``j`` = columns ``j, j + C, ...``) and
-    take the chunk maxima. The ``k N`` largest chunk maxima are ``k N`` distinct entries, so the batch
-    threshold (the ``k N``-th largest entry) is at least the smallest of them; any entry above the
-    threshold therefore lies in one of those chunks (a chunk outside them has a maximum no larger than
-    that bound). A ``topk`` over the ``k N s`` candidate entries is then exact (ties at the threshold may
-    be broken differently from a flat ``topk``; that selects equal values). Replaces engineering.md §4's
-    two-stage per-row ``topk(4k)`` selection, which needs an exactness fallback and measured slower here.
+    Split each row into chunks of ``s`` adjacent columns and take the chunk maxima (``max_pool1d``). The
+    ``k N`` largest chunk maxima are ``k N`` distinct entries, so the batch threshold (the ``k N``-th
+    largest entry) is at least the smallest of them; any entry above the threshold therefore lies in one
+    of those chunks (a chunk outside them has a maximum no larger than that bound). A ``topk`` over their
+    ``k N s`` entries is then exact (ties at the threshold may be broken differently from a flat ``topk``;
+    that selects equal values). Replaces engineering.md §4's two-stage per-row ``topk(4k)`` selection,
+    which needs an exactness fallback and measured slower here.
     """
     n, m = pre_NM.shape
     total = min(k * n, n * m)
     s = _chunk_size(m, k)
     if s == 1:
         return select_batch_topk_flat(pre_NM, k)
-    c = m // s
-    chunk_max_NC = pre_NM.view(n, s, c).amax(1)
-    _, top_chunks = torch.topk(chunk_max_NC.reshape(-1), total, sorted=False)  # flat ids b * C + j
-    rows = torch.div(top_chunks, c, rounding_mode="floor")
-    base = rows * m + (top_chunks - rows * c)  # flat index of the chunk's first column
-    cand = (base.unsqueeze(1) + c * torch.arange(s, device=pre_NM.device)).reshape(-1)
-    vals, pos = torch.topk(pre_NM.reshape(-1)[cand], total, sorted=False)
-    return _to_csr(cand[pos], vals, n, m)
+    chunk_max = torch.nn.functional.max_pool1d(pre_NM.view(n, 1, m), s, s).reshape(-1)  # (N C,) ids b C + j
+    _, top_chunks = torch.topk(chunk_max, total, sorted=False)
+    cand_vals = pre_NM.reshape(-1, s).index_select(0, top_chunks).reshape(-1)  # contiguous chunk rows
+    vals, pos = torch.topk(cand_vals, total, sorted=False)
+    chunk_of = torch.div(pos, s, rounding_mode="floor")
+    flat = top_chunks.index_select(0, chunk_of) * s + (pos - chunk_of * s)
+    return _to_csr(flat, vals, n, m)
 
 
 # ---------------------------------------------------------------------------------------- sparse TopK
@@ -215,12 +230,14 @@ def _row_ids(crow: torch.Tensor) -> torch.Tensor:
 
 
 def _sddmm(
-    crow: torch.Tensor, col: torch.Tensor, a_ND: torch.Tensor, W_MD: torch.Tensor, m: int
+    crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, a_ND: torch.Tensor, W_MD: torch.Tensor, m: int
 ) -> torch.Tensor:
-    """Values ``(a W^T)[row, col]`` at a CSR pattern: the gradient of selected activations."""
+    """Values ``(a W^T)[row, col]`` at a CSR pattern: the gradient of selected activations.
+
+    ``val`` only provides the pattern's storage (``beta = 0`` ignores it).
+    """
     n = crow.numel() - 1
-    pattern = _csr(crow, col, torch.zeros(col.numel(), dtype=a_ND.dtype, device=a_ND.device), (n, m))
-    return torch.sparse.sampled_addmm(pattern, a_ND, W_MD.t(), beta=0.0).values()
+    return torch.sparse.sampled_addmm(_csr(crow, col, val, (n, m)), a_ND, W_MD.t(), beta=0.0).values()
 
 
 class _SparseSAE(torch.autograd.Function):
@@ -238,7 +255,7 @@ class _SparseSAE(torch.autograd.Function):
             sub_NK = pre_NM.index_select(1, dead_idx)
             av, ai = torch.topk(sub_NK, kk, dim=1, sorted=False)
             a_crow = torch.arange(0, n * kk + 1, kk, device=x_ND.device)
-            a_col, a_val = dead_idx[ai].reshape(-1), av.reshape(-1).relu_()
+            a_col, a_val = dead_idx.index_select(0, ai.reshape(-1)), av.reshape(-1).relu_()
             aux_ND = _csr(a_crow, a_col, a_val, (n, m)) @ W_dec
         else:
             a_crow = a_col = a_val = None
@@ -246,6 +263,7 @@ class _SparseSAE(torch.autograd.Function):
         ctx.has_aux, ctx.m = has_aux, m
         ctx.save_for_backward(xc_ND, W_enc, W_dec, crow, col, val, a_crow, a_col, a_val)
         ctx.mark_non_differentiable(crow, col, val)
+        ctx.set_materialize_grads(False)
         return xhat_ND, aux_ND, crow, col, val
 
     @staticmethod
@@ -255,10 +273,12 @@ class _SparseSAE(torch.autograd.Function):
         if g_xhat is None:
             g_xhat = torch.zeros_like(xc_ND)
         rows = _row_ids(crow)
-        gpre = _sddmm(crow, col, g_xhat, W_dec, m).mul_(val > 0)  # d loss / d pre at the selected entries
+        gpre = _sddmm(crow, col, val, g_xhat, W_dec, m).mul_(
+            val > 0
+        )  # d loss / d pre at the selected entries
         if ctx.has_aux and g_aux is not None:
             a_rows = _row_ids(a_crow)
-            gpre_aux = _sddmm(a_crow, a_col, g_aux, W_dec, m).mul_(a_val > 0)
+            gpre_aux = _sddmm(a_crow, a_col, a_val, g_aux, W_dec, m).mul_(a_val > 0)
             cols = torch.cat([col, a_col])
             dec_rows, dec_vals = torch.cat([rows, a_rows + n]), torch.cat([val, a_val])
             enc_rows, enc_vals = torch.cat([rows, a_rows]), torch.cat([gpre, gpre_aux])
@@ -266,12 +286,21 @@ class _SparseSAE(torch.autograd.Function):
         else:
             cols, dec_rows, dec_vals, enc_rows, enc_vals, dec_rhs = col, rows, val, rows, gpre, g_xhat
         # transpose the pattern once (sort entries by latent) and reuse it for W_dec and W_enc
-        sorted_cols, order = torch.sort(cols)
+        order = _argsort(cols, m)
+        sorted_cols = cols.index_select(0, order)
         crow_t = torch.zeros(m + 1, dtype=torch.int64, device=xc_ND.device)
         torch.cumsum(torch.bincount(sorted_cols, minlength=m), 0, out=crow_t[1:])
-        grad_W_dec = _csr(crow_t, dec_rows[order], dec_vals[order], (m, dec_rhs.shape[0])) @ dec_rhs
-        enc_sorted = enc_vals[order]
-        grad_W_enc = _csr(crow_t, enc_rows[order], enc_sorted, (m, n)) @ xc_ND
+        grad_W_dec = (
+            _csr(
+                crow_t,
+                dec_rows.index_select(0, order),
+                dec_vals.index_select(0, order),
+                (m, dec_rhs.shape[0]),
+            )
+            @ dec_rhs
+        )
+        enc_sorted = enc_vals.index_select(0, order)
+        grad_W_enc = _csr(crow_t, enc_rows.index_select(0, order), enc_sorted, (m, n)) @ xc_ND
         grad_b_enc = torch.zeros(m, dtype=xc_ND.dtype, device=xc_ND.device).index_add_(
             0, sorted_cols, enc_sorted
         )

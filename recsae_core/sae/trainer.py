@@ -148,7 +148,7 @@ class _TensorSource:
         self.data, self.stream = data, _IndexStream(len(data), mode, gen)
 
     def next(self, b: int) -> torch.Tensor:
-        return self.data[self.stream.take(b).to(self.data.device)]
+        return self.data.index_select(0, self.stream.take(b).to(self.data.device))
 
 
 class _TwoTowerSource:
@@ -169,7 +169,9 @@ class _TwoTowerSource:
         else:
             users = self.user_stream.take(b).to(dev)
             items = self.item_stream.take(b).to(dev)
-        return TwoTowerBatch(d.user_emb[users], d.item_emb[items], users, items, d.pairwise)
+        return TwoTowerBatch(
+            d.user_emb.index_select(0, users), d.item_emb.index_select(0, items), users, items, d.pairwise
+        )
 
 
 class _SamplerSource:
