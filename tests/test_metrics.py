@@ -109,6 +109,29 @@ def test_label_conditional_stats_and_mean_max():
     ) == pytest.approx(1.0)
 
 
+def test_per_label_summary_and_sampling():
+    g = torch.Generator().manual_seed(0)
+    G = torch.rand(300, 2, generator=g) > 0.5
+    H = torch.stack(
+        [
+            G[:, 0].float() + 0.1 * torch.randn(300, generator=g),
+            torch.randn(300, generator=g),
+            G[:, 1].float(),
+        ],
+        1,
+    )
+    df = M.per_label_summary(H, G, ["a", "b"])
+    assert list(df["label"]) == ["a", "b"] and list(df["best_feature"]) == [0, 2]
+    assert df["max_corr"].iloc[1] == pytest.approx(1.0) and df["max_auc"].iloc[1] == pytest.approx(1.0)
+    assert df["max_precision"].iloc[1] == pytest.approx(1.0)
+    assert df["max_corr"].mean() == pytest.approx(M.mean_max_correlation(H, G))
+    sub = M.per_label_summary(H, G, max_rows=100, auc=False)
+    assert "max_auc" not in sub and list(sub["label"]) == ["0", "1"]
+    idx = M.sample_rows(1000, 10, seed=42)
+    assert len(idx) == 10 and torch.equal(idx, M.sample_rows(1000, 10, seed=42)) and (idx.diff() > 0).all()
+    assert torch.equal(M.sample_rows(5, 10), torch.arange(5))
+
+
 # ------------------------------------------------------------------------------------- item level (P3)
 
 

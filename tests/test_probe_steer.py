@@ -15,7 +15,7 @@ from recsae_core.data.splits import leave_one_out
 from recsae_core.evaluate import evaluate
 from recsae_core.models.base import UserBatch
 from recsae_core.models.sasrec import SASRec, SASRecConfig
-from recsae_core.models.twotower import BPRMF, MF, NCF
+from recsae_core.models.twotower import BPRMF, MF, NCF, LightGCN, edges_from_pairs
 from recsae_core.synthetic import planted_world
 
 
@@ -332,10 +332,16 @@ def test_sasrec_steering_alpha_zero_is_exact_and_collection_matches(site, positi
         assert torch.allclose(acts.acts, rep) and torch.equal(acts.items, b.seqs[:, -1] - 1)
 
 
-@pytest.mark.parametrize("cls", [MF, NCF, BPRMF])
+@pytest.mark.parametrize("cls", [MF, NCF, BPRMF, LightGCN])
 def test_two_tower_steering_alpha_zero_is_exact_for_users_and_items(cls):
     torch.manual_seed(0)
-    model = cls(8, 15).eval()
+    if cls is LightGCN:
+        rng = np.random.default_rng(0)
+        model = LightGCN(
+            8, 15, edges=edges_from_pairs(rng.integers(0, 8, 40), rng.integers(0, 15, 40))
+        ).eval()
+    else:
+        model = cls(8, 15).eval()
     d = model.item_table().shape[1]
     b = UserBatch(torch.arange(8))
     sae = _sae(d, "p3")
