@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -405,6 +406,18 @@ def _frozen(scorer: Callable[..., torch.Tensor] | None) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+def _auto_threads(step_size: int, dev: torch.device) -> int | None:
+    if dev.type != "cpu" or torch.get_num_threads() == 1:
+        return None
+    if step_size <= 1 << 20:
+        return 1
+    try:
+        busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except OSError:  # not available on this platform
+        busy = False
+    return 1 if busy else None
+
+
 @contextlib.contextmanager
 def _threads(n: int | str | None) -> Iterator[None]:
     if n is None:
@@ -496,8 +509,10 @@ def train_sae(
         progress: show a tqdm bar with loss, L0 and FVU.
         callback: called as ``callback(step, record)`` at every logged step.
         num_threads: torch intra-op threads while training (restored afterwards). ``"auto"``: one thread
-            when ``batch_size * n_latents <= 2**20`` (small steps gain nothing from threads, and on a shared
-            CPU their parallel regions can stall for milliseconds), else unchanged; ``None``: unchanged.
+            when ``batch_size * n_latents <= 2**20`` (small steps gain nothing from threads) or when the
+            1-minute load average already reaches the CPU count (other processes hold the cores: OpenMP
+            parallel regions then stall, and one thread measured ~2x faster than two), else unchanged;
+            ``None``: unchanged; an int: that many.
 
     Raises:
         SAEDivergenceError: the loss became NaN/inf (the message names the step and suggests a lower LR).
@@ -580,7 +595,7 @@ def train_sae(
 
     bar = tqdm(total=steps, desc=f"SAE {sae.architecture}", disable=not progress, leave=False)
     if num_threads == "auto":
-        num_threads = 1 if tc.batch_size * sae.n_latents <= 1 << 20 else None
+        num_threads = _auto_threads(tc.batch_size * sae.n_latents, dev)
     t0 = time.perf_counter()
     with _frozen(scorer), _threads(num_threads):
         for step in range(steps):
