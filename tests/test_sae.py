@@ -236,6 +236,31 @@ def test_training_is_seeded_and_reduces_the_loss():
     assert r1.rows_per_second > 0 and not r1.sae.training
 
 
+def test_custom_sampler_and_callback():
+    class Sampler:
+        calls = 0
+
+        def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+            Sampler.calls += 1
+            return torch.randn(batch_size, D, generator=generator)
+
+    seen = []
+    res = S.train_sae(
+        cfg_for("topk"),
+        Sampler(),
+        tc(steps=12, log_every=4),
+        progress=False,
+        callback=lambda s, r: seen.append(s),
+    )
+    assert seen == [4, 8, 12] and Sampler.calls == 12 and res.dead_after == 1_000_000
+    with pytest.raises(ValueError, match="epochs needs a dataset with a length"):
+        S.train_sae(cfg_for("topk"), Sampler(), tc(epochs=1.0), progress=False)
+    with pytest.raises(TypeError, match="RowSampler"):
+        S.train_sae(cfg_for("topk"), [[0.0] * D], tc(), progress=False)
+    with pytest.raises(ValueError, match=r"\(N, 16\)"):
+        S.train_sae(cfg_for("topk"), torch.randn(10, D + 1), tc(), progress=False)
+
+
 def test_lr_schedule_warms_up_linearly_and_decays():
     c = S.TrainConfig(steps=100, lr=1.0, warmup_steps=10, decay_fraction=0.2)
     assert _lr_at(0, c, 100) == pytest.approx(0.1)

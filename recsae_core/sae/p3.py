@@ -32,6 +32,9 @@ class P3SAE(SparseAutoencoder):
     With ``normalize_rows`` each input row is standardised by its own mean/std first and the output
     de-standardised (P3 ``normalize=True``); :meth:`decode` then needs the ``row_stats`` from
     :meth:`encode_with_stats`.
+
+    Deviation: P3's MF code also min-max normalises every training batch per dimension
+    (``normalize_matrix``), which makes an embedding's code depend on its batch; recsae does not.
     """
 
     cfg: P3Config
