@@ -91,12 +91,14 @@ BOUNDS = {
 }
 
 
-def bench_ours(arch: str, m: int, data: torch.Tensor, warm: int, timed_blocks: int) -> float:
+def bench_ours(
+    arch: str, m: int, data: torch.Tensor, warm: int, timed_blocks: int, cfg: S.SAEConfig | None = None
+) -> float:
     """Rows/s of ``train_sae`` between its ``warm``-th step and the end (``timed_blocks * warm`` steps)."""
     stamps: list[float] = []
     tc = S.TrainConfig(steps=warm * (1 + timed_blocks), batch_size=B, warmup_steps=0, log_every=warm)
     S.train_sae(
-        config(arch, m),
+        cfg or config(arch, m),
         data,
         tc,
         progress=False,
@@ -243,6 +245,17 @@ def part_train(args: argparse.Namespace) -> dict:
     print(
         " GEMMs would take at the measured matmul throughput; the rest is memory passes, selection, optimiser)"
     )
+    sel = {}
+    for _ in range(args.repeats):
+        for how in ("chunked", "two_stage", "flat"):
+            cfg = S.BatchTopKConfig(d_in=D, n_latents=mbase, k=32, selection=how)
+            sel[how] = max(sel.get(how, 0.0), bench_ours("batch_topk", mbase, data, 3, 2, cfg))
+    print(
+        f"\nBatchTopK selection at m = {mbase} (all exact): "
+        + ", ".join(f"{h} {r:,.0f}" for h, r in sel.items())
+        + " rows/s"
+    )
+    out["batch_topk_selection"] = sel
     if args.profile:
         print(f"\nprofile at m = {mbase} (top self-CPU ops):")
         for arch in ARCHS:

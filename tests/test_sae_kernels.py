@@ -29,6 +29,7 @@ CASES = {
     "topk_aux": {"architecture": "topk", "k": 5, "aux_k": 6},
     "batch_topk_chunked": {"architecture": "batch_topk", "k": 3},
     "batch_topk_flat": {"architecture": "batch_topk", "k": 3, "selection": "flat"},
+    "batch_topk_two_stage": {"architecture": "batch_topk", "k": 3, "selection": "two_stage"},
     "p3": {"architecture": "p3", "beta": 0.0, "l1_coeff": 0.1, "kl_coeff": 0.01},
     "p3_untied_rows": {"architecture": "p3", "beta": 0.0, "tied": False, "normalize_rows": True},
     "p3_no_prebias": {"architecture": "p3", "beta": 0.0, "pre_bias": False, "l1_coeff": 0.2},
@@ -158,6 +159,17 @@ def test_chunked_batch_topk_selection_is_exact(n, m, k, ties):
     assert len(set(zip(rows.tolist(), col.tolist(), strict=True))) == k * n  # no entry chosen twice
     f_crow, _f_col, f_val = K.select_batch_topk_flat(pre, k)
     assert f_crow[-1] == k * n and torch.equal(f_val.sort().values, ref_vals.sort().values)
+
+
+def test_two_stage_selection_is_exact_and_falls_back_when_a_row_saturates():
+    g = torch.Generator().manual_seed(7)
+    pre = torch.randn(40, 64, generator=g)
+    ref = torch.relu(pre).reshape(-1).topk(3 * 40).values.sort().values
+    assert torch.equal(K.select_batch_topk_two_stage(pre, 3)[2].sort().values, ref)
+    pre[5] += 100.0  # row 5 holds more than 4k = 12 of the batch's top 120 entries: must fall back
+    crow, _col, val = K.select_batch_topk_two_stage(pre, 3)
+    assert int(crow[6] - crow[5]) == 64  # the whole row is selected, as the flat topk does
+    assert torch.equal(val.sort().values, torch.relu(pre).reshape(-1).topk(120).values.sort().values)
 
 
 def test_topk_selection_is_row_compressed():

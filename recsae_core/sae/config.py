@@ -153,14 +153,15 @@ class BatchTopKConfig(TopKConfig):
     """EMA rate of the inference threshold towards the batch's minimum selected positive activation
     (Bussmann / SAELens ``lr 0.01``; dictionary_learning uses 0.001 from step 1000)."""
     selection: str = "chunked"
-    """Training selection: ``"chunked"`` (exact: strided-chunk maxima bound the batch threshold, then a
-    top-(k*B) over the candidates; the fast path) or ``"flat"`` (``topk`` over the flattened batch)."""
+    """Training selection, all exact: ``"chunked"`` (chunk maxima bound the batch threshold, then a
+    top-(k*B) over the candidate chunks; the fast path), ``"two_stage"`` (engineering.md §4: per-row
+    top-4k then top-(k*B), flat fallback when a row saturates) or ``"flat"`` (``topk`` over the batch)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 < self.threshold_rate <= 1.0:
             raise ValueError(f"BatchTopKConfig.threshold_rate must be in (0, 1], got {self.threshold_rate}")
-        _choice(self, "selection", ("chunked", "flat"))
+        _choice(self, "selection", ("chunked", "two_stage", "flat"))
 
 
 @dataclass

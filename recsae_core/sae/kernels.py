@@ -32,6 +32,7 @@ __all__ = [
     "dense_relu_sae",
     "select_batch_topk",
     "select_batch_topk_flat",
+    "select_batch_topk_two_stage",
     "select_topk",
     "sparse_sae",
 ]
@@ -181,6 +182,22 @@ def select_batch_topk_flat(pre_NM: torch.Tensor, k: int) -> Selection:
     n, m = pre_NM.shape
     vals, idx = torch.topk(pre_NM.reshape(-1), min(k * n, n * m), sorted=False)
     return _to_csr(idx, vals, n, m)
+
+
+def select_batch_topk_two_stage(pre_NM: torch.Tensor, k: int, factor: int = 4) -> Selection:
+    """engineering.md §4's two-stage selection: per-row ``topk(factor * k)``, then a ``topk(k N)`` over
+    those candidates; exact unless some row contributes all its candidates (it might hold more of the
+    batch's top entries), in which case it falls back to the flat selection."""
+    n, m = pre_NM.shape
+    per_row = min(factor * k, m)
+    if per_row == m:
+        return select_batch_topk_flat(pre_NM, k)
+    cand_vals, cand_idx = torch.topk(pre_NM, per_row, dim=1, sorted=False)
+    vals, pos = torch.topk(cand_vals.reshape(-1), min(k * n, n * per_row), sorted=False)
+    rows = torch.div(pos, per_row, rounding_mode="floor")
+    if int(torch.bincount(rows, minlength=n).max()) >= per_row:  # a saturated row: not provably exact
+        return select_batch_topk_flat(pre_NM, k)
+    return _to_csr(rows * m + cand_idx.reshape(-1).index_select(0, pos), vals, n, m)
 
 
 def _chunk_size(m: int, k: int) -> int:

@@ -249,11 +249,11 @@ def _forward_fused(
     if isinstance(sae, TopKSAE | BatchTopKSAE):
         k = sae.cfg.k
         if isinstance(sae, BatchTopKSAE):
-            fn = (
-                kernels.select_batch_topk
-                if sae.cfg.selection == "chunked"
-                else kernels.select_batch_topk_flat
-            )
+            fn = {
+                "chunked": kernels.select_batch_topk,
+                "two_stage": kernels.select_batch_topk_two_stage,
+                "flat": kernels.select_batch_topk_flat,
+            }[sae.cfg.selection]
 
             def select(p: torch.Tensor) -> kernels.Selection:
                 return fn(p, k)
