@@ -7,5 +7,8 @@ bash scripts/setup.sh test
 echo "==> ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# Idle OpenMP threads yield instead of spinning: on a shared 2-core machine spinning threads slow every
+# other process (chapter kernels, the browser) several-fold.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 echo "==> pytest"
 exec .venv/bin/python -m pytest -ra "$@"
