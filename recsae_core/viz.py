@@ -372,7 +372,7 @@ def training_table(results: dict[str, Any]) -> Any:
                 "best validation NDCG@10": float(res.history["valid_ndcg@10"].max())
                 if len(res.history)
                 else float("nan"),
-                "training time (s)": round(float(res.seconds), 1),
+                "training time (s)": f"{float(res.seconds):,.1f}",
                 "from the cache": "yes" if res.from_cache else "no",
             }
         )
