@@ -17,6 +17,7 @@ scoring an unchanged representation reproduces ``score(batch)`` exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -45,7 +46,7 @@ class Recommender(nn.Module):
     """Base class: ``score`` for recommendation, ``representation``/``score_from`` for probing."""
 
     n_items: int
-    sites: dict[str, str] = {}
+    sites: ClassVar[dict[str, str]] = {}
 
     def score(self, batch: UserBatch) -> torch.Tensor:
         """Scores over all items, ``(B, n_items)``."""
