@@ -14,6 +14,12 @@ Targets (2 quiet cores): ≤ 3.5 s per ML-100k epoch, < 50 s per ML-1M-sized epo
 Every figure is printed with ``torch.get_num_threads()`` and ``os.getloadavg()``: other processes on a
 shared machine slow these down, so read them with the load average in mind.
 
+OpenMP wait policy: the cases run with ``OMP_WAIT_POLICY=PASSIVE`` unless the variable is already set
+(``--omp-wait-policy`` overrides). With libgomp's default (active spinning), two torch threads on a 2-core
+machine that other processes also use wait at every parallel region for a descheduled sibling; measured
+here at load ≈ 2–4, an ML-100k epoch took 20–27 s with the default policy and 3.5–3.8 s with PASSIVE.
+The variable must be set before ``import torch``.
+
 Usage: ``python benchmarks/bench_models.py [--cases ml100k_epoch,ml1m_epoch,ml1m_eval] [--epochs 2]``.
 """
 
@@ -92,8 +98,11 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(case: str, epochs: int) -> dict:
+def run_one(case: str, epochs: int, threads: int | None = None) -> dict:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from recsae_core.batching import eval_data, train_sequences
     from recsae_core.data.splits import leave_one_out
@@ -165,21 +174,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--epochs", type=int, default=2, help="epochs (or evaluation repeats) per case")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument(
+        "--omp-wait-policy",
+        default=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        help="OMP_WAIT_POLICY for the cases (default PASSIVE unless already set)",
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_one(args.one, args.epochs)))
+        print("RESULT " + json.dumps(run_one(args.one, args.epochs, args.threads)))
         return
     results = []
     for case in args.cases.split(","):
         if case not in CASES:
             raise SystemExit(f"unknown case {case!r}; cases: {', '.join(CASES)}")
         proc = subprocess.run(
-            [sys.executable, __file__, "--one", case, "--epochs", str(args.epochs)],
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                case,
+                "--epochs",
+                str(args.epochs),
+                "--threads",
+                str(args.threads),
+            ],
             capture_output=True,
             text=True,
             cwd=ROOT,
+            env={**os.environ, "OMP_WAIT_POLICY": args.omp_wait_policy},
         )
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:
@@ -187,6 +212,7 @@ def main() -> None:
         r = json.loads(line[0][7:])
         results.append(r)
         env = "; ".join(f"threads {e['threads']}, load {e['loadavg']}" for e in r["env"])
+        env += f"; OMP_WAIT_POLICY={args.omp_wait_policy}"
         if "epoch_s" in r:
             print(
                 f"{case:13s} [{r['data']}, {r['users']} users, {r['items']} items, {r['events']} events, "

@@ -224,6 +224,7 @@ def _epoch_sequential(model, opt, seqs: TrainSequences, cfg, gen, dev, bar) -> f
 
 def _epoch_pairwise(model, opt, data: dict, cfg, gen, rng, dev, bar) -> float:
     users, items, keys = data["users"], data["items"], data["keys"]
+    users, items = np.tile(users, cfg.n_neg), np.tile(items, cfg.n_neg)  # one triple per (pair, negative)
     neg = sample_negatives(users, model.n_items, keys, rng)
     u_all, i_all, j_all = (torch.from_numpy(a) for a in (users, items, neg))
     perm = torch.randperm(len(u_all), generator=gen)
@@ -297,7 +298,7 @@ def _valid_data(split: Split, spec: ModelSpec, cfg: Any, seed: int) -> EvalData 
 def _n_steps(spec: ModelSpec, cfg: Any, n_seqs: int, n_pairs: int) -> int:
     if spec.kind == "sequential":
         return math.ceil(n_seqs / cfg.batch_size)
-    per_pair = 1 + cfg.n_neg if spec.kind == "pointwise" else 1
+    per_pair = 1 + cfg.n_neg if spec.kind == "pointwise" else cfg.n_neg
     return math.ceil(n_pairs * per_pair / cfg.batch_size)
 
 

@@ -233,6 +233,14 @@ def test_lightgcn_propagation_matches_dense_formula():
     e0 = model.emb.weight.detach()
     layers = [e0, A_hat @ e0, A_hat @ A_hat @ e0]
     expect = torch.stack(layers).mean(0)
+    # gradients through the sparse propagation (custom symmetric backward) match the dense formula
+    model.train()
+    w = torch.randn(n, 8)
+    (model.propagate() * w).sum().backward()
+    e0_req = e0.clone().requires_grad_()
+    (torch.stack([e0_req, A_hat @ e0_req, A_hat @ A_hat @ e0_req]).mean(0) * w).sum().backward()
+    assert torch.allclose(model.emb.weight.grad, e0_req.grad, atol=1e-5)
+    model.eval()
     with torch.no_grad():
         assert torch.allclose(model.propagate(), expect, atol=1e-5)
         first = model.propagate()
