@@ -80,6 +80,11 @@ def test_pages_reference_nothing_outside_and_show_content(smoke_book):
 
 @pytest.mark.shared
 def test_no_change_rerun_skips_everything(smoke_book):
+    import json
+
+    sidecar = next((smoke_book["output"] / "_build" / "executed" / "smoke").rglob("*.inputs.json"))
+    if json.loads(sidecar.read_text())["inputs"]["package"] != book.package_source_hash():
+        pytest.skip("recsae_core was edited while the tests ran, so the chapters are rightly out of date")
     again = book.run_book(profile="smoke", output=smoke_book["output"], build=False, progress=False)
     assert again["executed"] == [] and len(again["skipped"]) == len(smoke_book["summary"]["executed"]) + len(
         smoke_book["summary"]["skipped"]
