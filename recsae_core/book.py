@@ -344,7 +344,7 @@ def plan(
             allowed = ch.datasets + ch.optional_datasets
             names = [d for d in datasets if d in allowed]
         else:
-            names = ch.profile_datasets(profile)
+            names = _substitute_unavailable(ch.profile_datasets(profile), ch.datasets + ch.optional_datasets)
         declared = _declared_parameters(ch.source)
         params = ch.params(profile)
         undeclared = sorted(set(params) - declared) + ([] if "dataset" in declared else ["dataset"])
@@ -361,6 +361,25 @@ def plan(
             f"nothing to run: chapters {selected} support none of the datasets {list(datasets or [])}"
         )
     return jobs, toc, loaded
+
+
+def _substitute_unavailable(names: list[str], allowed: list[str]) -> list[str]:
+    """Swap a profile's offline-only ML-1M variants for the official ``ml-1m`` where they are not at hand.
+
+    ``ml-1m-prefix`` and ``ml-1m-notime`` exist only in a data directory (built from public copies; they have
+    no archive to download). On a machine without them, a chapter that accepts ``ml-1m`` runs on the official
+    file instead, which the loader downloads and checks.
+    """
+    from .data.registry import DATASETS, locate
+
+    out: list[str] = []
+    for d in names:
+        spec = DATASETS.get(d)
+        if spec is not None and spec.url is None and "ml-1m" in allowed and locate(d)[0] is None:
+            d = "ml-1m"
+        if d not in out:
+            out.append(d)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- executing
