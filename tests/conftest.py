@@ -22,7 +22,10 @@ def shared_data() -> Path:
     """The real datasets folder; skips the test (with the reason) when it is absent."""
     path = shared_data_dir()
     if path is None:
-        pytest.skip("real datasets not found: set RECSAE_DATA to shared/datasets (CI does)")
+        reason = "real datasets not found: set RECSAE_DATA to shared/datasets (CI does)"
+        if os.environ.get("RECSAE_REQUIRE_DATA"):
+            pytest.fail(reason + "; RECSAE_REQUIRE_DATA is set, so this is an error")
+        pytest.skip(reason)
     os.environ["RECSAE_DATA"] = str(path)
     return path
 
