@@ -210,11 +210,7 @@ def cached_fit(
     result = fit(model_name, split, cfg, device=device, seed=seed, progress=progress)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(
-        tmp, 0o777 & ~umask
-    )  # mkdtemp makes it owner-only; an artifact gets ordinary directory permissions
+    os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; an artifact gets ordinary directory permissions
     try:
         meta = {
             "key": key,
