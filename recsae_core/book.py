@@ -31,6 +31,8 @@ What a run does:
 1. **Plan.** Chapters: ``--chapter`` or every chapter of ``_toc.yml``. Datasets per chapter: the profile
    section's ``datasets`` (else the chapter's ``datasets``); with ``--dataset``, only those names, among the
    chapter's ``datasets`` + ``optional_datasets`` (a chapter that supports none of them is left out).
+   Without ``--dataset``, the offline-only ML-1M variants (``ml-1m-prefix``, ``ml-1m-notime``) are replaced
+   by the official ``ml-1m`` (downloaded) on a machine that lacks them, where the chapter accepts it.
 2. **Execute** each (chapter, dataset) with papermill into
    ``<output>/_build/executed/<profile>/<chapter>/<dataset>.ipynb``, unless its inputs are unchanged: the hash
    of the source notebook, the parameters, the package's source (``recsae_core/**/*.py``; the runner's own
