@@ -23,6 +23,8 @@ def test_ml100k_counts(shared_data):
     freq = label_frequencies(ds).set_index("label")["items"]
     # SOURCE.md: Drama 725, Comedy 505, Action 251, Thriller 251, unknown 2.
     assert (freq["Drama"], freq["Comedy"], freq["Action"], freq["unknown"]) == (725, 505, 251, 2)
+    share = label_frequencies(ds).set_index("label")["share_of_items"]
+    assert share["Drama"] == pytest.approx(725 / 1682)
     assert ds.items.loc[0, "title"] == "Toy Story (1995)" and ds.items.loc[0, "year"] == 1995
     assert set(ds.users.columns) >= {"user_id", "age", "gender", "occupation"}
 

@@ -58,7 +58,7 @@ def interaction_counts(ds: RecDataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def label_frequencies(ds: RecDataset) -> pd.DataFrame:
-    """Per label: number of items carrying it and number of interactions with those items, most frequent first."""
+    """Per label: items carrying it, their share of the catalogue, and interactions with them; most frequent first."""
     _, per_item = interaction_counts(ds)
     labels = ds.item_labels
     return (
@@ -66,6 +66,7 @@ def label_frequencies(ds: RecDataset) -> pd.DataFrame:
             {
                 "label": ds.label_names,
                 "items": labels.sum(0).astype(int),
+                "share_of_items": labels.sum(0) / max(ds.n_items, 1),
                 "interactions": (labels * per_item[:, None]).sum(0).astype(int),
             }
         )
