@@ -516,8 +516,8 @@ def load_lastfm_2k(data_dir: str | os.PathLike, n_tags: int = 20, top_k: int = 4
     uta = uta.assign(tag=tag_names.reindex(uta["tag_id"]).to_numpy())
     uta = uta[~uta["tag"].isin(LASTFM_GENERIC_TAGS) & (uta["tag"] != "")]
     counts = uta.groupby(["item_id", "tag"]).size().rename("n").reset_index()
+    # groupby sorts tags alphabetically; a stable sort by count keeps that order among ties
     spread = counts.groupby("tag").size().sort_values(ascending=False, kind="stable")
-    spread = spread.sort_index().sort_values(ascending=False, kind="stable")  # ties: alphabetical
     vocab = spread.index[:n_tags].tolist()
     counts = counts[counts["tag"].isin(vocab)]
     counts = counts.assign(spread=spread.reindex(counts["tag"]).to_numpy())

@@ -16,9 +16,12 @@ loaders); they are checked too where known.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..utils import file_sha256
 
 __all__ = ["DATASETS", "DatasetSpec", "cache_home", "get_spec", "locate", "resolve_variant"]
 
@@ -141,17 +144,17 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def digest_matches(path: str | os.PathLike, digest: str | None) -> tuple[bool, str]:
-    """Check a file against a registry digest; returns (ok, the digest computed)."""
-    import hashlib
-
+    """Check a file against a registry digest; returns (ok, the digest computed), reading in chunks."""
     if digest is None:
         return True, ""
-    data = Path(path).read_bytes()
-    if digest.startswith("git:"):
-        got = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-        return got == digest[4:], "git:" + got
-    got = hashlib.sha256(data).hexdigest()
-    return got == digest, got
+    if not digest.startswith("git:"):
+        got = file_sha256(path)
+        return got == digest, got
+    h = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest() == digest[4:], "git:" + h.hexdigest()
 
 
 def get_spec(name: str) -> DatasetSpec:
