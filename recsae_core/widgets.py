@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import viz
+from .data.dataset import RecDataset
 
 __all__ = ["BaseModels", "RecommendationPanel", "load_base_models"]
 
@@ -23,7 +24,7 @@ class BaseModels:
     """A dataset's leave-one-out split with trained base models (what :func:`load_base_models` returns).
 
     Attributes:
-        dataset: registry name.
+        dataset: the dataset's name (its registry name for the built-in ones).
         split: the seeded leave-one-out split the models were trained on.
         results: model name → :class:`recsae_core.train.TrainResult` (``.model`` is the trained recommender).
         skipped: model name → why it was not trained (e.g. a sequential model on data without timestamps).
@@ -40,7 +41,7 @@ class BaseModels:
 
 
 def load_base_models(
-    dataset: str,
+    dataset: str | RecDataset,
     models: Sequence[str],
     configs: dict[str, dict[str, Any]] | None = None,
     *,
@@ -55,7 +56,8 @@ def load_base_models(
     reason recorded, when the data has no timestamps.
 
     Args:
-        dataset: registry name (``recsae datasets`` lists them).
+        dataset: registry name (``recsae datasets`` lists them), or a loaded :class:`RecDataset`, e.g. your own
+            data from :func:`recsae_core.data.loaders.load_csv`.
         models: registry names of the base models (``"sasrec"``, ``"bprmf"``, ``"lightgcn"``, ``"mf"``,
             ``"ncf"``, ``"pop"``).
         configs: per-model config overrides (``{"sasrec": {"maxlen": 50}}``); missing models use the defaults.
@@ -72,18 +74,18 @@ def load_base_models(
     unknown = set(configs) - set(models)
     if unknown:
         raise ValueError(f"configs given for models that are not trained here: {sorted(unknown)}")
-    ds = load_dataset(dataset, progress=progress)
+    ds = dataset if isinstance(dataset, RecDataset) else load_dataset(dataset, progress=progress)
     split = leave_one_out(ds, seed=seed)
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for name in models:
         if get_spec(name).sequential and not ds.has_timestamps:
-            skipped[name] = f"{dataset} has no timestamps; {viz.model_label(name)} needs the order of events"
+            skipped[name] = f"{ds.name} has no timestamps; {viz.model_label(name)} needs the order of events"
             continue
         results[name] = cached_fit(
             name, split, configs.get(name), device=device, seed=seed, progress=progress
         )
-    return BaseModels(dataset, split, results, skipped)
+    return BaseModels(ds.name, split, results, skipped)
 
 
 def _frame_html(df: Any, caption: str) -> str:

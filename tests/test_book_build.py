@@ -174,3 +174,24 @@ def test_recommendation_panel_reacts_to_its_controls(toy_split):
     assert "No user with id 99999" in panel.output.value
     panel.dataset.value = "other"
     assert loads == ["toy", "other"]
+
+
+def test_load_base_models_takes_your_own_dataset(toy_split, tmp_path, monkeypatch):
+    """The intro's "use your own data" path: a loaded RecDataset goes where a chapter passes a name."""
+    from recsae_core.widgets import load_base_models
+
+    toy = toy_split.dataset
+    no_time = RecDataset(
+        "toy-notime",
+        toy.interactions.drop(columns="timestamp"),
+        toy.items,
+        toy.item_labels,
+        toy.label_names,
+        toy.users,
+    )
+    monkeypatch.setenv("RECSAE_CACHE", str(tmp_path))  # keep the user's artifact cache untouched
+    bm = load_base_models(no_time, ["pop", "sasrec"], progress=False)
+    assert bm.dataset == "toy-notime" and set(bm.results) == {"pop"}
+    assert "toy-notime has no timestamps" in bm.skipped["sasrec"]
+    assert len(bm.split.test) == no_time.n_users
+    assert next(tmp_path.iterdir()).name == "pop"  # trained through the cache named by RECSAE_CACHE
