@@ -5,7 +5,8 @@ An artifact is keyed by a hash of everything that determines it:
 * the dataset name and a fingerprint of its interactions (content hash, so a changed file misses),
 * the split's name, seed and a fingerprint of its train/valid/test rows,
 * the model name and its full config, and the training seed,
-* the source of the ``recsae_core`` package (any code change invalidates every artifact).
+* the source of the modules that load, split, train and store models (:data:`TRAINING_MODULES`): a change to
+  any of them invalidates every artifact; editing plots, widgets, SAEs or the book runner keeps them.
 
 Layout: ``<cache_dir>/<model>/<dataset>-<split>-s<seed>-<key>/`` holding ``model.safetensors`` (the state
 dict), ``config.json`` (model name, config, sizes, provenance) and ``history.csv`` (per-epoch log).
@@ -41,6 +42,7 @@ from recsae_core.train import TrainResult, fit
 from recsae_core.utils import atomic_path, atomic_write_json, resolve_device, stable_hash
 
 __all__ = [
+    "TRAINING_MODULES",
     "artifact_key",
     "cached_fit",
     "dataset_fingerprint",
@@ -85,14 +87,35 @@ def split_fingerprint(split: Split) -> str:
     return stable_hash(parts)
 
 
+#: The modules whose code can change a trained artifact: exactly what ``import recsae_core.cache`` loads in a
+#: fresh interpreter (tests/test_train_cache.py checks that nothing outside this list is loaded), as paths
+#: relative to the package without ``.py``.
+TRAINING_MODULES: tuple[str, ...] = (
+    "__init__",
+    "batching",
+    "cache",
+    "data/__init__",
+    "data/dataset",
+    "data/registry",
+    "evaluate",
+    "models/__init__",
+    "models/base",
+    "models/popularity",
+    "models/registry",
+    "models/sasrec",
+    "models/twotower",
+    "train",
+    "utils",
+)
+
+
 def source_fingerprint() -> str:
-    """sha256 over the ``recsae_core`` package's ``.py`` files (relative path and bytes)."""
+    """sha256 over the source of :data:`TRAINING_MODULES` (relative path and bytes)."""
     root = Path(recsae_core.__file__).resolve().parent
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+    for name in TRAINING_MODULES:
+        path = root / f"{name}.py"
+        h.update(name.encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 

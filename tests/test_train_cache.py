@@ -216,3 +216,23 @@ def test_interrupted_write_leaves_no_artifact(split, tmp_path, monkeypatch):
     monkeypatch.undo()
     result = cached_fit("pop", split, progress=False, cache_dir=tmp_path)
     assert not result.from_cache and cached_fit("pop", split, progress=False, cache_dir=tmp_path).from_cache
+
+
+def test_artifact_key_covers_every_module_that_training_loads():
+    """The cache key hashes TRAINING_MODULES; a module that training loads but the list misses would let a
+    code change reuse stale models. Run in a fresh interpreter, so other tests' imports do not count."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, recsae_core.cache; "
+        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('recsae_core'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    hashed = {
+        "recsae_core" + ("." + name.removesuffix("__init__").rstrip("/").replace("/", ".")).rstrip(".")
+        for name in cache_mod.TRAINING_MODULES
+    }
+    missing = set(loaded.split()) - hashed
+    assert not missing, f"add these modules to recsae_core.cache.TRAINING_MODULES: {sorted(missing)}"
+    assert "recsae_core.viz" not in hashed and "recsae_core.book" not in hashed
