@@ -43,7 +43,6 @@ PAIRS: dict[str, tuple[str, ...]] = {
 # Per-(dataset, model) overrides of the defaults, to bound CPU time on ML-1M: epoch caps, and a larger batch
 # for LightGCN (one full-graph propagation per step: 12.6 s per epoch at 16,384 triples per step on 2 cores).
 OVERRIDES: dict[tuple[str, str], dict] = {
-    ("ml-1m-prefix", "sasrec"): {"epochs": 60},
     ("ml-1m-notime", "bprmf"): {"epochs": 60},
     ("ml-1m-notime", "lightgcn"): {"epochs": 80, "batch_size": 16384},
     ("ml-1m-notime", "mf"): {"epochs": 40},
