@@ -60,6 +60,7 @@ Executed notebooks are kept per profile, so switching between ``smoke`` and ``de
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -67,8 +68,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,6 +430,34 @@ def _source_cell(nb_out: Any, cell_index: int) -> tuple[int, str]:
     return src_index + 1, first[:80]
 
 
+@contextlib.contextmanager
+def ticking_bars(interval: float = 5.0) -> Iterator[None]:
+    """Redraw every live tqdm bar each ``interval`` seconds, so that papermill's cell bar keeps showing the
+    elapsed time while one long cell (e.g. training SASRec+ for an hour) runs; tqdm itself only redraws when
+    a cell completes."""
+    from tqdm import tqdm
+
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(interval):
+            try:
+                bars = list(getattr(tqdm, "_instances", ()))
+            except RuntimeError:  # the set changed while copying: skip this tick
+                continue
+            for bar in bars:
+                if not bar.disable:
+                    bar.refresh()
+
+    thread = threading.Thread(target=tick, name="recsae-book-ticker", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def execute(job: Job, root: Path, *, progress: bool = True) -> float:
     """Run ``job`` with papermill (temp file, renamed on success); return the seconds it took.
 
@@ -443,15 +473,16 @@ def execute(job: Job, root: Path, *, progress: bool = True) -> float:
     with atomic_path(job.executed) as tmp:
         tmp_nb = tmp.with_suffix(".ipynb")  # papermill wants an .ipynb suffix
         try:
-            papermill.execute_notebook(
-                str(job.source),
-                str(tmp_nb),
-                parameters=job.params,
-                kernel_name="python3",
-                progress_bar=progress,
-                cwd=str(root),
-                request_save_on_cell_execute=False,
-            )
+            with ticking_bars() if progress else contextlib.nullcontext():
+                papermill.execute_notebook(
+                    str(job.source),
+                    str(tmp_nb),
+                    parameters=job.params,
+                    kernel_name="python3",
+                    progress_bar=progress,
+                    cwd=str(root),
+                    request_save_on_cell_execute=False,
+                )
         except PapermillExecutionError as err:
             nb_out = nbformat.read(tmp_nb, as_version=4)
             shutil.move(tmp_nb, job.failed)

@@ -200,3 +200,20 @@ def test_real_book_layout_is_consistent(tmp_path):
     for profile in book.PROFILES:
         jobs, _, _ = book.plan(REPO, profile, None, None, tmp_path)
         assert jobs
+
+
+def test_ticking_bars_redraws_a_bar_while_nothing_completes():
+    """A long cell: the bar's elapsed time must keep moving although no cell finishes."""
+    import io
+    import time
+
+    from tqdm import tqdm
+
+    out = io.StringIO()
+    bar = tqdm(total=3, file=out, mininterval=0)
+    before = out.getvalue().count("\r")
+    with book.ticking_bars(interval=0.05):
+        time.sleep(0.4)
+    redraws = out.getvalue().count("\r") - before
+    bar.close()
+    assert redraws >= 3, f"only {redraws} redraws in 0.4 s at a 0.05 s interval"
