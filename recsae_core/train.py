@@ -201,10 +201,30 @@ def _sequence_batches(
     return [batches[i] for i in perm]
 
 
+class _Stepper:
+    """One optimiser step plus the epoch's running mean loss on the progress bar (shared by the epoch loops)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, bar: Any) -> None:
+        self.opt, self.bar, self.total, self.count = opt, bar, 0.0, 0
+
+    def step(self, objective: torch.Tensor, loss_sum: float, n: int) -> None:
+        """Back-propagate ``objective`` and step; log ``loss_sum``, the data loss summed over ``n`` examples."""
+        self.opt.zero_grad(set_to_none=True)
+        objective.backward()
+        self.opt.step()
+        self.total, self.count = self.total + loss_sum, self.count + n
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{self.total / self.count:.4f}")
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(self.count, 1)
+
+
 def _epoch_sequential(model, opt, seqs: TrainSequences, cfg, gen, dev, bar) -> float:
     batches = _sequence_batches(seqs, cfg.batch_size, cfg.bucket_by_length, gen)
     norm = float(seqs.lengths.sum()) / len(batches)  # mean labelled positions per batch
-    total, count = 0.0, 0
+    stepper = _Stepper(opt, bar)
     for idx in batches:
         inp, lab = seqs.inputs[idx], seqs.labels[idx]
         first = int((inp != 0).any(0).nonzero()[0])  # drop columns that are padding in every row
@@ -213,13 +233,8 @@ def _epoch_sequential(model, opt, seqs: TrainSequences, cfg, gen, dev, bar) -> f
         keep = lab > 0
         h_ND = out.last_hidden[keep]  # gather non-pad positions before the output matmul
         loss_sum = linear_cross_entropy(h_ND, model.output_table, lab[keep] - 1)
-        opt.zero_grad(set_to_none=True)
-        (loss_sum / norm).backward()
-        opt.step()
-        total, count = total + float(loss_sum.detach()), count + int(keep.sum())
-        bar.update(1)
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1)
+        stepper.step(loss_sum / norm, float(loss_sum.detach()), int(keep.sum()))
+    return stepper.mean
 
 
 def _epoch_pairwise(model, opt, data: dict, cfg, gen, rng, dev, bar) -> float:
@@ -228,7 +243,7 @@ def _epoch_pairwise(model, opt, data: dict, cfg, gen, rng, dev, bar) -> float:
     neg = sample_negatives(users, model.n_items, keys, rng)
     u_all, i_all, j_all = (torch.from_numpy(a) for a in (users, items, neg))
     perm = torch.randperm(len(u_all), generator=gen)
-    total, count = 0.0, 0
+    stepper = _Stepper(opt, bar)
     for idx in perm.split(cfg.batch_size):
         u, i, j = u_all[idx].to(dev), i_all[idx].to(dev), j_all[idx].to(dev)
         if isinstance(model, LightGCN):
@@ -245,13 +260,8 @@ def _epoch_pairwise(model, opt, data: dict, cfg, gen, rng, dev, bar) -> float:
             eu, ei, ej = model.user_emb(u), model.item_emb(i), model.item_emb(j)
             reg = 0.0  # BPR-MF: weight decay in the optimiser (ReChorus --l2)
         loss = -F.logsigmoid((eu * ei).sum(-1) - (eu * ej).sum(-1)).mean()
-        opt.zero_grad(set_to_none=True)
-        (loss + reg).backward()
-        opt.step()
-        total, count = total + float(loss.detach()) * len(u), count + len(u)
-        bar.update(1)
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1)
+        stepper.step(loss + reg, float(loss.detach()) * len(u), len(u))
+    return stepper.mean
 
 
 def _epoch_pointwise(model, opt, data: dict, cfg, gen, rng, dev, bar) -> float:
@@ -262,7 +272,7 @@ def _epoch_pointwise(model, opt, data: dict, cfg, gen, rng, dev, bar) -> float:
     i_all = torch.from_numpy(np.concatenate([items, neg]))
     y_all = torch.cat([torch.ones(len(users)), torch.zeros(len(u_neg))])
     perm = torch.randperm(len(u_all), generator=gen)
-    total, count = 0.0, 0
+    stepper = _Stepper(opt, bar)
     for idx in perm.split(cfg.batch_size):
         u, i, y = u_all[idx].to(dev), i_all[idx].to(dev), y_all[idx].to(dev)
         loss = F.binary_cross_entropy_with_logits(model.pair_scores(u, i), y)
@@ -272,13 +282,8 @@ def _epoch_pointwise(model, opt, data: dict, cfg, gen, rng, dev, bar) -> float:
             if hasattr(model, "user_bias"):
                 sq = sq + model.user_bias[u].square() + model.item_bias[i].square()
             reg = cfg.l2 * sq.mean()
-        opt.zero_grad(set_to_none=True)
-        (loss + reg).backward()
-        opt.step()
-        total, count = total + float(loss.detach()) * len(u), count + len(u)
-        bar.update(1)
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1)
+        stepper.step(loss + reg, float(loss.detach()) * len(u), len(u))
+    return stepper.mean
 
 
 # ------------------------------------------------------------------------------------------ fit
