@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import re
@@ -77,7 +76,7 @@ from typing import Any
 
 import yaml
 
-from .utils import atomic_path, atomic_write_json, file_sha256, stable_hash
+from .utils import atomic_path, atomic_write_json, file_digest, sources_sha256, stable_hash
 
 __all__ = [
     "PROFILES",
@@ -250,13 +249,10 @@ def _declared_parameters(source: Path) -> set[str]:
 
 def package_source_hash() -> str:
     """sha256 over the package's ``.py`` files that run in kernels (paths and contents)."""
-    h = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        rel = path.relative_to(PACKAGE_DIR)
-        if rel.as_posix() in _NOT_IN_KERNEL:
-            continue
-        h.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
+    paths = sorted(PACKAGE_DIR.rglob("*.py"))
+    return sources_sha256(
+        PACKAGE_DIR, [p for p in paths if p.relative_to(PACKAGE_DIR).as_posix() not in _NOT_IN_KERNEL]
+    )
 
 
 _DATA_IDENTITY: dict[str, Any] = {}
@@ -281,7 +277,7 @@ def data_identity(dataset: str) -> Any:
         if folder is None:
             ident = {"name": dataset, "found": False}
         else:
-            ident = {f: file_sha256(folder / f) for f in sorted(DATASETS[dataset].files)}
+            ident = {f: file_digest(folder / f) for f in sorted(DATASETS[dataset].files)}
     _DATA_IDENTITY[dataset] = ident
     return ident
 
@@ -300,7 +296,7 @@ def input_hash(job: Job) -> tuple[str, dict[str, Any]]:
     """The hash that decides whether ``job`` must run again, and the parts it is made of."""
     parts = {
         "runner": RUNNER_VERSION,
-        "notebook": file_sha256(job.source),
+        "notebook": file_digest(job.source),
         "params": job.params,
         "package": package_source_hash(),
         "data": data_identity(job.dataset),

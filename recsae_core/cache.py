@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ from recsae_core.data.registry import cache_home
 from recsae_core.models.base import Recommender
 from recsae_core.models.registry import config_from_dict, get_spec, make_config, model_from_state
 from recsae_core.train import TrainResult, fit
-from recsae_core.utils import atomic_path, atomic_write_json, resolve_device, stable_hash
+from recsae_core.utils import atomic_path, atomic_write_json, resolve_device, sources_sha256, stable_hash
 
 __all__ = [
     "TRAINING_MODULES",
@@ -88,36 +89,31 @@ def split_fingerprint(split: Split) -> str:
 
 
 #: The modules whose code can change a trained artifact: exactly what ``import recsae_core.cache`` loads in a
-#: fresh interpreter (tests/test_train_cache.py checks that nothing outside this list is loaded), as paths
-#: relative to the package without ``.py``.
+#: fresh interpreter (tests/test_train_cache.py checks that nothing outside this list is loaded).
 TRAINING_MODULES: tuple[str, ...] = (
-    "__init__",
-    "batching",
-    "cache",
-    "data/__init__",
-    "data/dataset",
-    "data/registry",
-    "evaluate",
-    "models/__init__",
-    "models/base",
-    "models/popularity",
-    "models/registry",
-    "models/sasrec",
-    "models/twotower",
-    "train",
-    "utils",
+    "recsae_core",
+    "recsae_core.batching",
+    "recsae_core.cache",
+    "recsae_core.data",
+    "recsae_core.data.dataset",
+    "recsae_core.data.registry",
+    "recsae_core.evaluate",
+    "recsae_core.models",
+    "recsae_core.models.base",
+    "recsae_core.models.popularity",
+    "recsae_core.models.registry",
+    "recsae_core.models.sasrec",
+    "recsae_core.models.twotower",
+    "recsae_core.train",
+    "recsae_core.utils",
 )
 
 
 def source_fingerprint() -> str:
-    """sha256 over the source of :data:`TRAINING_MODULES` (relative path and bytes)."""
+    """sha256 over the source files of :data:`TRAINING_MODULES` (paths relative to the package, and bytes)."""
     root = Path(recsae_core.__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in TRAINING_MODULES:
-        path = root / f"{name}.py"
-        h.update(name.encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    files = [Path(importlib.import_module(name).__file__).resolve() for name in TRAINING_MODULES]
+    return sources_sha256(root, files)[:16]
 
 
 def _config_dict(config: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
-    "file_sha256",
+    "file_digest",
     "resolve_device",
     "seed_everything",
+    "sources_sha256",
     "stable_hash",
 ]
 
@@ -92,10 +93,24 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file, read in chunks."""
-    h = hashlib.sha256()
+def file_digest(
+    path: str | os.PathLike, algorithm: str = "sha256", *, prefix: bytes = b"", chunk: int = 1 << 20
+) -> str:
+    """Hex digest (``hashlib`` algorithm name) of ``prefix`` followed by a file's bytes, read in chunks.
+
+    ``prefix`` serves digests that hash a header first, e.g. git's blob id:
+    ``file_digest(p, "sha1", prefix=b"blob %d\\0" % size)``.
+    """
+    h = hashlib.new(algorithm, prefix)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def sources_sha256(root: Path, paths: Iterable[Path]) -> str:
+    """sha256 over source files: each file's path relative to ``root`` and its bytes, in the order given."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()

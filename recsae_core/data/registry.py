@@ -16,12 +16,11 @@ loaders); they are checked too where known.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..utils import file_sha256
+from ..utils import file_digest
 
 __all__ = ["DATASETS", "DatasetSpec", "cache_home", "get_spec", "locate", "resolve_variant"]
 
@@ -148,13 +147,10 @@ def digest_matches(path: str | os.PathLike, digest: str | None) -> tuple[bool, s
     if digest is None:
         return True, ""
     if not digest.startswith("git:"):
-        got = file_sha256(path)
+        got = file_digest(path)
         return got == digest, got
-    h = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest() == digest[4:], "git:" + h.hexdigest()
+    got = file_digest(path, "sha1", prefix=b"blob %d\0" % os.path.getsize(path))  # git's blob id
+    return got == digest[4:], "git:" + got
 
 
 def get_spec(name: str) -> DatasetSpec:
