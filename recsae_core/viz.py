@@ -17,6 +17,7 @@ __all__ = [
     "accuracy_table",
     "item_labels_text",
     "k_core",
+    "label_frequency_table",
     "model_label",
     "plot_interaction_counts",
     "plot_label_frequencies",
@@ -225,6 +226,16 @@ def plot_ratings_and_time(ds: Any) -> Any:
             lab.set_horizontalalignment("right")
     fig.suptitle(f"{ds.name}: ratings" + (" and time" if timed else ""))
     return fig
+
+
+def label_frequency_table(ds: Any, top: int = 20) -> Any:
+    """The ``top`` most common labels: items carrying each, their share of the catalogue (as a percentage) and
+    interactions with them (``label_frequencies`` with readable headers; show it with ``index=False``)."""
+    from .data.stats import label_frequencies
+
+    freq = label_frequencies(ds).head(top)
+    freq["share_of_items"] = freq["share_of_items"].map("{:.1%}".format)
+    return freq.rename(columns=lambda c: c.replace("_", " "))
 
 
 def plot_label_frequencies(ds: Any, top: int = 20) -> Any:

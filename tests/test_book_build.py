@@ -195,3 +195,11 @@ def test_load_base_models_takes_your_own_dataset(toy_split, tmp_path, monkeypatc
     assert "toy-notime has no timestamps" in bm.skipped["sasrec"]
     assert len(bm.split.test) == no_time.n_users
     assert next(tmp_path.iterdir()).name == "pop"  # trained through the cache named by RECSAE_CACHE
+
+
+def test_label_frequency_table_reads_well(toy_split):
+    """The datasets chapter's label table: readable headers, shares as percentages, most frequent first."""
+    ds = toy_split.dataset  # 30 items, 3 labels, 10 items each
+    tab = viz.label_frequency_table(ds, top=2)
+    assert list(tab.columns) == ["label", "items", "share of items", "interactions"]
+    assert len(tab) == 2 and (tab["items"] == 10).all() and (tab["share of items"] == "33.3%").all()
