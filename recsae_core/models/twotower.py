@@ -424,9 +424,8 @@ class NCF(TwoTower):
         return F.linear(u, w[:, :d], self.layers[0].bias), F.linear(i, w[:, d:])
 
     def _mlp_rest(self, h: torch.Tensor) -> torch.Tensor:
-        h = F.relu(
-            h, inplace=True
-        )  # h is a fresh sum; neither it nor the linear outputs are needed by backward
+        # in place: h is a fresh sum, and backward needs neither it nor the linear outputs
+        h = F.relu(h, inplace=True)
         for layer in self.layers[1:]:
             h = F.relu(layer(h), inplace=True)
         return self.out(h).squeeze(-1)
