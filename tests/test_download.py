@@ -16,7 +16,7 @@ import pytest
 from recsae_core.data import registry
 from recsae_core.data.download import DownloadError, fetch_dataset
 from recsae_core.data.loaders import load_dataset
-from recsae_core.errors import ChecksumError
+from recsae_core.errors import ChecksumError, MissingDataError
 
 FILES = {
     "u.data": b"1\t1\t5\t100\n1\t2\t3\t200\n2\t1\t4\t150\n",
@@ -131,3 +131,36 @@ def test_registry_digests_match_real_files(shared_data):
         for fname, digest in s.files.items():
             ok, got = registry.digest_matches(folder / fname, digest)
             assert ok, f"{name}/{fname}: {got} != {digest}"
+
+
+def test_partial_data_folder_and_no_network_say_how_to_fix(tmp_path, monkeypatch):
+    """A $RECSAE_DATA folder lacking a file, no network: the error names the folder, the file, the other
+    places it looked, and how to fix it (not only the archive's address)."""
+    data = tmp_path / "data"
+    folder = data / "movielens-100k"
+    folder.mkdir(parents=True)
+    for name, content in FILES.items():
+        if name != "u.item":
+            (folder / name).write_bytes(content)
+    monkeypatch.setenv("RECSAE_DATA", str(data))
+    monkeypatch.setenv("RECSAE_HOME", str(tmp_path / "home"))
+    # nothing listens on this port: the download fails at once, as without network
+    monkeypatch.setitem(registry.DATASETS, "ml-100k", spec(url="http://127.0.0.1:9/ml-100k.zip"))
+    with pytest.raises(MissingDataError) as err:
+        load_dataset("ml-100k", progress=False)
+    msg = str(err.value)
+    assert f"{folder} lacks u.item" in msg
+    assert str(tmp_path / "home" / "datasets" / "movielens-100k") in msg  # where else it looked / can go
+    assert "set RECSAE_DATA to a folder that holds movielens-100k/" in msg
+    assert "downloading it failed" in msg and "127.0.0.1:9" in msg
+
+
+def test_no_data_anywhere_and_no_network_say_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("RECSAE_DATA", raising=False)
+    monkeypatch.setenv("RECSAE_HOME", str(tmp_path))
+    monkeypatch.setitem(registry.DATASETS, "ml-100k", spec(url="http://127.0.0.1:9/ml-100k.zip"))
+    with pytest.raises(MissingDataError) as err:
+        load_dataset("ml-100k", progress=False)
+    msg = str(err.value)
+    assert "does not exist" in msg and "RECSAE_DATA" in msg
+    assert str(tmp_path / "datasets" / "movielens-100k") in msg

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..errors import DataFormatError, MissingDataError
 from .dataset import RecDataset
-from .registry import get_spec, locate
+from .registry import DatasetSpec, cache_home, get_spec, locate
 
 __all__ = [
     "LASTFM_GENERIC_TAGS",
@@ -673,6 +673,27 @@ def load_csv(
 # -------------------------------------------------------------------------------------------- entry
 
 
+def _not_found_message(spec: DatasetSpec, how: str, what_happened: str) -> str:
+    """Where ``spec``'s files were looked for, what each place lacked, and how to fix it."""
+    cache_folder = cache_home() / "datasets" / spec.folder
+    fix = (
+        f"To fix it: set RECSAE_DATA to a folder that holds {spec.folder}/ with these files, or put them in "
+        f"{cache_folder}/"
+        + (f", or run `recsae fetch {spec.name}` on a machine with internet ({spec.url})" if spec.url else "")
+        + "."
+    )
+    also = (
+        " On this data directory, MovieLens-1M is available as 'ml-1m-prefix' (timestamped, users 1-2999) and "
+        "'ml-1m-notime' (all ratings, no timestamps)."
+        if spec.name == "ml-1m"
+        else ""
+    )
+    return (
+        f"dataset {spec.name!r} ({spec.title}) not found. Looked in: {how}. Expected files: "
+        f"{', '.join(spec.files)}. Then {what_happened}. {fix}{also}"
+    )
+
+
 def load_dataset(
     name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True, progress: bool = True
 ) -> RecDataset:
@@ -681,30 +702,26 @@ def load_dataset(
     Files are taken from ``data_dir`` if given, else ``$RECSAE_DATA/<folder>``, else the user cache; if
     none holds them and the dataset has an official archive, it is downloaded (``download=True``) and checked.
     """
-    from .download import fetch_dataset
+    from .download import DownloadError, fetch_dataset
 
     spec = get_spec(name)
     folder, how = locate(name, data_dir)
     if folder is None:
         if download and spec.url is not None and data_dir is None:
-            folder = fetch_dataset(spec, progress=progress)
+            try:
+                folder = fetch_dataset(spec, progress=progress)
+            except DownloadError as e:
+                raise MissingDataError(_not_found_message(spec, how, f"downloading it failed: {e}")) from e
         else:
             hint = (
-                f"download it with `recsae fetch {name}` (from {spec.url})"
+                "downloading is switched off (download=False)"
+                if spec.url and data_dir is None
+                else "an explicit data_dir is not searched further and nothing is downloaded"
                 if spec.url
-                else "this variant cannot be downloaded; it is built from other public copies "
+                else "this variant cannot be downloaded: it is built from other public copies "
                 "(see shared/datasets SOURCE.md)"
             )
-            raise MissingDataError(
-                f"dataset {name!r} ({spec.title}) not found: {how}. Expected files: {', '.join(spec.files)}. "
-                f"Set RECSAE_DATA to the folder that holds {spec.folder}/, pass data_dir, or {hint}."
-                + (
-                    " On this data directory, MovieLens-1M is available as 'ml-1m-prefix' (timestamped, users "
-                    "1-2999) and 'ml-1m-notime' (all ratings, no timestamps)."
-                    if name == "ml-1m"
-                    else ""
-                )
-            )
+            raise MissingDataError(_not_found_message(spec, how, hint))
     if name == "ml-100k":
         return load_ml_100k(folder)
     if name == "ml-1m":
