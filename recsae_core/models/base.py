@@ -5,6 +5,7 @@ A *site* is a named place where a representation can be read and replaced:
 | site | shape of the representation | what it is |
 |---|---|---|
 | ``sasrec.block0`` | ``(B, L, D)`` | output of transformer block 0 at every position (P1 probes this) |
+| ``sasrec.final`` | ``(B, L, D)`` | final hidden states (after the last LayerNorm) at every position; scored from the last (P2 trains on all positions) |
 | ``sasrec.last`` | ``(B, D)`` | final hidden state at the last position, the user vector dotted with item embeddings (P2) |
 | ``mf.user`` / ``bprmf.user`` / ``lightgcn.user`` / ``ncf.user`` | ``(B, D)`` | user vector before the prediction layer (P2, P3) |
 | ``mf.item`` / ``bprmf.item`` / ``lightgcn.item`` / ``ncf.item`` | ``(n_items, D)`` | the item table (P3 edits item embeddings) |

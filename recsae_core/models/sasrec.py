@@ -11,8 +11,10 @@ history scores the same with or without extra left padding. Padded keys are mask
 (weight exactly 0) and fully padded rows stay finite (no NaN); see ``SASRec._masks``.
 
 Sites (``recsae_core.models.base``): ``sasrec.block{i}`` ``(B, L, D)``, the residual stream after block
-``i`` at every position (P1 probes ``block0``), and ``sasrec.last`` ``(B, D)``, the final-norm output at
-the last position, i.e. the user vector dotted with the output table (P2).
+``i`` at every position (P1 probes ``block0``), ``sasrec.final`` ``(B, L, D)``, the final-norm output at
+every position (P2 trains its SAE on all valid positions and infers on the last; pad positions hold
+``LN(0)``), and ``sasrec.last`` ``(B, D)``, the final-norm output at the last position, i.e. the user
+vector dotted with the output table (P2).
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ class SASRecBlock(nn.Module):
 
 
 class SASRec(Recommender):
-    """SASRec with named sites ``sasrec.block{i}`` and ``sasrec.last`` (see the module docstring)."""
+    """SASRec with named sites ``sasrec.block{i}``, ``sasrec.final`` and ``sasrec.last`` (see the module docstring)."""
 
     def __init__(self, n_users: int, n_items: int, config: SASRecConfig | None = None) -> None:
         super().__init__()
@@ -197,6 +199,7 @@ class SASRec(Recommender):
         self.out_emb = None if cfg.tied_output else nn.Embedding(n_items, cfg.d)
         self.sites = {
             **{f"sasrec.block{i}": f"(B, L, D) residual stream after block {i}" for i in range(cfg.n_blocks)},
+            "sasrec.final": "(B, L, D) final-norm output at every position (P2 trains on all, scores the last)",
             "sasrec.last": "(B, D) final-norm output at the last position (the user vector)",
         }
         self.apply(self._init_weights)
@@ -284,6 +287,11 @@ class SASRec(Recommender):
         if site == "sasrec.last":
             x = self._run_blocks(self.embed(seqs), seqs, 0, last_only_final=True)
             return self.final_ln(x[:, -1])
+        if site == "sasrec.final":
+            x = self.representation(f"sasrec.block{len(self.blocks) - 1}", batch)
+            out = self.final_ln(x)
+            out[:, -1] = self.final_ln(x[:, -1])  # score()'s own computation at the last position (bit-exact)
+            return out
         x = self.embed(seqs)
         mask, keep = self._masks(seqs)
         i = self._block_index(site)
@@ -300,6 +308,8 @@ class SASRec(Recommender):
         self.check_site(site)
         if site == "sasrec.last":
             return self.logits(rep)
+        if site == "sasrec.final":
+            return self.logits(rep[:, -1].contiguous())
         seqs = self._seqs(batch)
         x = self._run_blocks(rep, seqs, self._block_index(site) + 1, last_only_final=True)
         return self.logits(self.final_ln(x[:, -1]))
