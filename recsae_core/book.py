@@ -3,7 +3,7 @@
 Usage::
 
     recsae book [--profile smoke|default|paper] [--chapter NAME ...] [--dataset NAME ...]
-                [--output DIR] [--force] [--no-build] [--quiet]
+                [--device cpu|cuda] [--output DIR] [--force] [--no-build] [--quiet]
 
 What lives where (repository root = the book root):
 
@@ -18,6 +18,7 @@ What lives where (repository root = the book root):
       description: one paragraph of markdown shown on the chapter's index page
       datasets: [ml-100k, lastfm-2k]     # default pages, in order
       optional_datasets: [ml-1m]         # also accepted with --dataset (e.g. the official file, downloaded)
+      sequential: true                   # optional: the chapter's model needs timestamps (checked)
       smoke:   {datasets: [ml-100k], params: {...}}   # seconds; used by the tests
       default: {params: {...}}                        # the README's CPU book
       paper:   {params: {device: cuda, ...}}          # the papers' settings; suits a GPU
@@ -85,6 +86,8 @@ __all__ = [
     "ChapterFailed",
     "Job",
     "build_html",
+    "check_cuda",
+    "check_params",
     "input_hash",
     "main",
     "plan",
@@ -142,6 +145,7 @@ class Chapter:
     datasets: list[str]
     optional_datasets: list[str]
     sections: dict[str, dict[str, Any]]
+    sequential: bool = False
 
     def profile_datasets(self, profile: str) -> list[str]:
         return list(self.sections.get(profile, {}).get("datasets") or self.datasets)
@@ -235,6 +239,7 @@ def load_chapter(root: Path, name: str) -> Chapter:
         datasets=datasets,
         optional_datasets=optional,
         sections=sections,
+        sequential=bool(raw.get("sequential", False)),
     )
 
 
@@ -323,8 +328,17 @@ def plan(
     chapters: Sequence[str] | None,
     datasets: Sequence[str] | None,
     output: Path,
+    device: str | None = None,
 ) -> tuple[list[Job], dict[str, Any], dict[str, Chapter]]:
-    """The jobs of this run, the root toc, and the chapters by name (see the module docstring)."""
+    """The jobs of this run, the root toc, and the chapters by name (see the module docstring).
+
+    ``device`` overrides the profile's ``device`` parameter in every chapter that declares one (e.g. the
+    ``paper`` profile's settings on a CPU). Every job's parameters are checked (:func:`check_params`);
+    :func:`run_book` then checks that a requested CUDA device exists (:func:`check_cuda`), all before
+    anything executes.
+    """
+    if device is not None:
+        _check_device_name(device, "--device")
     if profile not in PROFILES:
         raise BookError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     toc = _read_yaml(root / "_toc.yml")
@@ -347,6 +361,9 @@ def plan(
             names = _substitute_unavailable(ch.profile_datasets(profile), ch.datasets + ch.optional_datasets)
         declared = _declared_parameters(ch.source)
         params = ch.params(profile)
+        if device is not None and "device" in declared:
+            params["device"] = device
+        check_params(ch, profile, params, names)
         undeclared = sorted(set(params) - declared) + ([] if "dataset" in declared else ["dataset"])
         if undeclared:
             raise BookError(
@@ -361,6 +378,112 @@ def plan(
             f"nothing to run: chapters {selected} support none of the datasets {list(datasets or [])}"
         )
     return jobs, toc, loaded
+
+
+# ------------------------------------------------------------------------------------ parameter checks
+
+#: parameters whose value(s) must be numbers > 0 (one number or a list), by name or name suffix.
+_POSITIVE = ("epochs", "steps", "batch_size", "lr", "dict_size", "dict_sizes", "n_latents", "k", "ks")
+#: parameters whose value(s) must be numbers >= 0, by name suffix (loss coefficients).
+_NON_NEGATIVE_SUFFIX = ("_coeff", "_coeffs", "_weight", "_weights", "beta", "betas")
+
+
+def _check_device_name(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise BookError(f"{where}: device must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+
+
+def _numbers(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _model_sites(name: str, params: dict[str, Any]) -> list[str]:
+    """The sites of model ``name`` built with the profile's config overrides (a tiny instance: 2 users, 3 items)."""
+    from recsae_core.models.registry import MODELS, make_config
+
+    overrides = (params.get("configs") or {}).get(name) or {}
+    try:
+        config = make_config(name, None, **overrides)
+    except (TypeError, ValueError) as e:
+        raise BookError(f"parameter 'configs' of model {name!r}: {e}") from None
+    return list(MODELS[name].model_cls(2, 3, config).sites)
+
+
+def check_params(ch: Chapter, profile: str, params: dict[str, Any], datasets: Sequence[str]) -> None:
+    """Stop before executing anything when a profile's parameters cannot work, naming the chapter, the
+    profile and the parameter.
+
+    Checked by name, so every chapter gets the same rules: ``device`` (cpu / cuda / cuda:N); SAE
+    architectures (``architecture``, ``architectures``, ``*_architecture``) must be registered; models
+    (``model``, ``models``) must be known, and ``site``/``sites`` must be a site of the chapter's model(s);
+    counts, sizes and rates (``epochs``, ``steps``, ``lr``, ``dict_size(s)``, ``k``, ...) must be > 0; loss
+    coefficients (``*_coeff(s)``, ``*_weight(s)``, ``beta(s)``) must be >= 0. A chapter whose profile file
+    says ``sequential: true`` needs datasets with timestamps.
+    """
+    from recsae_core.data.registry import DATASETS
+    from recsae_core.models.registry import MODELS
+    from recsae_core.sae.registry import available_architectures
+
+    def fail(name: str, why: str) -> BookError:
+        return BookError(f"chapter {ch.name!r}, profile {profile!r}, parameter {name!r}: {why}")
+
+    for name, value in params.items():
+        if name == "device":
+            try:
+                _check_device_name(value, "device")
+            except BookError as e:
+                raise fail(name, str(e)) from None
+        elif name in ("architecture", "architectures") or name.endswith("_architecture"):
+            known = available_architectures()
+            bad = [v for v in _numbers(value) if v not in known]
+            if bad:
+                raise fail(name, f"unknown SAE architecture(s) {bad}; registered: {', '.join(known)}")
+        elif name in ("model", "models"):
+            bad = [v for v in _numbers(value) if v not in MODELS]
+            if bad:
+                raise fail(name, f"unknown model(s) {bad}; known: {', '.join(sorted(MODELS))}")
+        elif name in _POSITIVE or name.endswith(("_epochs", "_steps", "_lr", "_batch_size")):
+            bad = [
+                v for v in _numbers(value) if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0
+            ]
+            if bad:
+                raise fail(name, f"must be a number > 0 (or a list of them), got {value!r}")
+        elif name.endswith(_NON_NEGATIVE_SUFFIX):
+            bad = [
+                v for v in _numbers(value) if isinstance(v, bool) or not isinstance(v, int | float) or v < 0
+            ]
+            if bad:
+                raise fail(name, f"must be a number >= 0 (or a list of them), got {value!r}")
+    sites = params.get("site", params.get("sites"))
+    models = params.get("model", params.get("models"))
+    if sites is not None and models is not None:
+        offered = {s for m in _numbers(models) if m in MODELS for s in _model_sites(m, params)}
+        bad = [s for s in _numbers(sites) if s not in offered]
+        if bad:
+            which = "site" if "site" in params else "sites"
+            raise fail(which, f"{bad} is not a site of {models}; their sites: {', '.join(sorted(offered))}")
+    if ch.sequential:
+        untimed = [d for d in datasets if d in DATASETS and not DATASETS[d].timestamps]
+        if untimed:
+            raise BookError(
+                f"chapter {ch.name!r}, profile {profile!r}: datasets {untimed} have no timestamps, and this "
+                "chapter's sequential model needs them (use e.g. 'ml-1m-prefix' instead of 'ml-1m-notime')"
+            )
+
+
+def check_cuda(jobs: Sequence[Job], profile: str) -> None:
+    """Raise :class:`BookError` when a job asks for ``device=cuda`` and torch sees no GPU (says how to fix)."""
+    wants = sorted({j.chapter for j in jobs if str(j.params.get("device", "cpu")).startswith("cuda")})
+    if not wants:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BookError(
+            f"profile {profile!r} runs chapter(s) {', '.join(wants)} with device=cuda, but torch sees no CUDA "
+            "GPU on this machine. Add `--device cpu` to run these settings on the CPU (much slower), or use "
+            "`--profile default`, the CPU book."
+        )
 
 
 def _substitute_unavailable(names: list[str], allowed: list[str]) -> list[str]:
@@ -454,6 +577,20 @@ def ticking_bars(interval: float = 5.0) -> Iterator[None]:
         thread.join()
 
 
+def _ipc_kernel_manager() -> type:
+    """A kernel manager whose kernel talks over local IPC sockets instead of TCP on localhost: nothing to
+    eavesdrop on, and the kernel prints no "running over TCP without encryption" warning into the book's
+    output."""
+    from jupyter_client import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
+
+
 def execute(job: Job, root: Path, *, progress: bool = True) -> float:
     """Run ``job`` with papermill (temp file, renamed on success); return the seconds it took.
 
@@ -478,6 +615,7 @@ def execute(job: Job, root: Path, *, progress: bool = True) -> float:
                     progress_bar=progress,
                     cwd=str(root),
                     request_save_on_cell_execute=False,
+                    kernel_manager_class=_ipc_kernel_manager(),
                 )
         except PapermillExecutionError as err:
             nb_out = nbformat.read(tmp_nb, as_version=4)
@@ -668,6 +806,7 @@ def run_book(
     force: bool = False,
     build: bool = True,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Execute the planned chapters (skipping unchanged ones) and build the HTML.
 
@@ -677,7 +816,8 @@ def run_book(
     """
     root = Path(root).resolve()
     output = Path(output).resolve() if output is not None else root
-    jobs, toc, loaded = plan(root, profile, chapters, datasets, output)
+    jobs, toc, loaded = plan(root, profile, chapters, datasets, output, device=device)
+    check_cuda(jobs, profile)  # before anything executes
 
     def say(msg: str) -> None:
         if progress:
@@ -730,6 +870,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="folder that receives _build/ (default: the repository root)",
     )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="override the profile's device (cpu, cuda, cuda:N), e.g. `--profile paper --device cpu` runs the "
+        "papers' settings on a machine without a GPU",
+    )
     p.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
     p.add_argument("--force", action="store_true", help="re-execute even when the inputs are unchanged")
     p.add_argument("--no-build", action="store_true", help="execute only; do not build the HTML")
@@ -750,6 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             force=args.force,
             build=not args.no_build,
             progress=not args.quiet,
+            device=args.device,
         )
     except ChapterFailed as err:
         print(f"recsae book: {err}", file=sys.stderr)

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TOY_CELLS = [
     ("markdown", "# Toy chapter\n\nA tiny chapter for the runner's tests.", []),
-    ("code", 'dataset = "a"\nscale = 1\nfail = False', ["parameters"]),
+    ("code", 'dataset = "a"\nscale = 1\nfail = False\ndevice = "cpu"', ["parameters"]),
     ("code", "import os\nprint('RECSAE_DATA=' + str(os.environ.get('RECSAE_DATA')))", []),
     ("code", "value = scale * 2\nprint(f'value={value}')", []),
     ("code", "if fail:\n    raise RuntimeError('boom in the toy chapter')", []),
@@ -217,3 +217,78 @@ def test_ticking_bars_redraws_a_bar_while_nothing_completes():
     redraws = out.getvalue().count("\r") - before
     bar.close()
     assert redraws >= 3, f"only {redraws} redraws in 0.4 s at a 0.05 s interval"
+
+
+def test_cuda_profile_without_gpu_stops_before_executing_and_device_overrides(
+    toy_root, tmp_path, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _write_profile(toy_root, "toy_a", device="cuda")
+    with pytest.raises(book.BookError, match=r"no CUDA GPU.*--device cpu"):
+        _run(toy_root, tmp_path / "out", chapters=["toy_a"])
+    assert not (tmp_path / "out" / "_build" / "executed").exists()  # nothing ran
+    jobs, _, _ = book.plan(toy_root, "smoke", ["toy_a"], None, tmp_path, device="cpu")
+    assert [j.params["device"] for j in jobs] == ["cpu"]
+    book.check_cuda(jobs, "smoke")  # the override passes the check
+    with pytest.raises(book.BookError, match="--device"):
+        book.plan(toy_root, "smoke", ["toy_a"], None, tmp_path, device="gpu")
+
+
+def _chapter(**kw) -> book.Chapter:
+    base = dict(
+        name="ch",
+        source=Path("ch.ipynb"),
+        title="Ch",
+        description="",
+        datasets=["ml-100k"],
+        optional_datasets=[],
+        sections={},
+    )
+    return book.Chapter(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"architecture": "relu"}, "architecture"),
+        ({"architectures": ["topk", "nope"]}, "architectures"),
+        ({"l1_coeff": -0.1}, "l1_coeff"),
+        ({"l1_coeffs": [0.1, -1]}, "l1_coeffs"),
+        ({"epochs": 0}, "epochs"),
+        ({"dict_sizes": [512, -2]}, "dict_sizes"),
+        ({"lr": "fast"}, "lr"),
+        ({"models": ["sasrec", "gpt"]}, "models"),
+        ({"model": "sasrec", "site": "sasrec.block9x"}, "site"),
+        ({"models": ["mf"], "sites": ["mf.user", "sasrec.block0"]}, "sites"),
+        ({"device": "gpu"}, "device"),
+    ],
+)
+def test_bad_profile_parameters_stop_before_executing(params, named):
+    with pytest.raises(book.BookError) as err:
+        book.check_params(_chapter(), "default", params, ["ml-100k"])
+    msg = str(err.value)
+    assert "chapter 'ch'" in msg and "profile 'default'" in msg and f"parameter {named!r}" in msg
+
+
+def test_good_profile_parameters_pass_and_sequential_needs_timestamps():
+    good = {
+        "architectures": ["relu_l1", "topk"],
+        "l1_coeffs": [0.0, 0.1],
+        "epochs": 3,
+        "model": "sasrec",
+        "site": "sasrec.block0",
+        "device": "cuda:1",
+        "alphas": [-10, 0, 10],
+    }
+    book.check_params(_chapter(), "default", good, ["ml-100k"])
+    book.check_params(_chapter(sequential=True), "default", {}, ["ml-100k", "ml-1m-prefix"])
+    with pytest.raises(book.BookError, match=r"'ml-1m-notime'.*no timestamps"):
+        book.check_params(_chapter(sequential=True), "default", {}, ["ml-100k", "ml-1m-notime"])
+
+
+def test_kernels_print_no_tcp_warning(toy_root, tmp_path, capfd):
+    _run(toy_root, tmp_path / "out", chapters=["toy_a"])
+    out, err = capfd.readouterr()
+    assert "without encryption" not in out + err
