@@ -1,0 +1,572 @@
+"""P1 (Klenitskiy et al. 2025, arXiv 2507.12202): SAEs on a sequential recommender's block-0 output.
+
+Every analysis of papers.md §1.7-1.8 as a function that returns a DataFrame (the chapter only plots):
+
+| function | P1 | what |
+|---|---|---|
+| :func:`row_labels` | §1.5, §1.11 | the genres of the **input item** at each activation row |
+| :func:`sweep` | Fig. 3 (§1.9) | SAEs over the L1 coefficient and the dictionary size (through the SAE cache) |
+| :func:`features_vs_neurons` | Fig. 4, §1.7 | per genre the best SAE feature vs the best raw neuron |
+| :func:`activation_split` | Fig. 5, §1.7 | one feature's activations with the genre present vs absent |
+| :func:`logit_effects`, :func:`logit_effect_by_label`, :func:`top_bottom_items` | §1.7 "logit diff" | decoder atom · item embeddings |
+| :func:`steering_features` | §1.8 | the feature steered for each genre |
+| :func:`steering_curves` | §1.8, §1.10 | genre share and accuracy as α goes -10 ... +10, both meanings of α = 0 |
+| :func:`steered_top_k` | §1.8 | the top-k lists behind a steering curve (panel and slider) |
+
+Correlations follow papers.md §4.1-4.2 (:mod:`recsae_core.metrics`: Pearson and ROC-AUC on a seeded
+200,000-row sample, max over features, mean over genres).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsae_core import metrics
+from recsae_core.models.base import Recommender
+from recsae_core.sae.base import SparseAutoencoder
+
+__all__ = [
+    "ALPHAS",
+    "MEANINGS",
+    "activation_split",
+    "activation_split_summary",
+    "encode_rows",
+    "features_vs_neurons",
+    "logit_effect_by_label",
+    "logit_effects",
+    "row_labels",
+    "steered_top_k",
+    "steering_curves",
+    "steering_features",
+    "sweep",
+    "top_bottom_items",
+]
+
+#: P1's steering strengths (§1.8: α ∈ {-10, -8, ..., 10}).
+ALPHAS: tuple[float, ...] = tuple(float(a) for a in range(-10, 11, 2))
+
+#: The two meanings of α = 0 (papers.md §1.8, §1.11): name → (``keep_error``, label shown in tables and plots).
+MEANINGS: dict[str, tuple[bool, str]] = {
+    "p1": (False, "P1: α = 0 = with SAE (reconstruction spliced in)"),
+    "ours": (True, "recsae: α = 0 = exact base model (error term kept)"),
+}
+
+#: P1 Fig. 3 sweeps (papers.md §1.9): the L1 sweep at dictionary size 2048, the size sweep at L1 0.1.
+L1_GRID: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+SIZE_GRID: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096)
+
+
+# ----------------------------------------------------------------------------------------------- rows
+def row_labels(acts: Any, item_labels: Any) -> torch.Tensor:
+    """``(N, G)`` bool: the labels of the item behind each activation row (P1 §1.11, §4.1).
+
+    For ``sasrec.block0`` rows (every non-padding position) ``acts.items`` is the **input item at that
+    position**, the one P1 correlates with.
+
+    Args:
+        acts: a :class:`recsae_core.probe.ActivationSet` (or anything with an ``items`` ``(N,)`` tensor).
+        item_labels: ``(n_items, G)`` multi-hot matrix, or a :class:`RecDataset` (its ``item_labels``).
+    """
+    table = getattr(item_labels, "item_labels", item_labels)
+    lab = torch.as_tensor(np.asarray(table)).bool()
+    items = torch.as_tensor(acts.items, dtype=torch.int64)
+    if lab.ndim != 2:
+        raise ValueError(f"item_labels must be (n_items, G), got shape {tuple(lab.shape)}")
+    if len(items) and (int(items.min()) < 0 or int(items.max()) >= lab.shape[0]):
+        raise ValueError(
+            f"rows must carry item ids in [0, {lab.shape[0]}), got [{int(items.min())}, {int(items.max())}]; "
+            "user-vector rows without a history item (-1) have no labels"
+        )
+    return lab[items]
+
+
+@torch.no_grad()
+def encode_rows(sae: SparseAutoencoder, x_ND: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
+    """``(N, m)`` SAE activations of ``(N, d)`` rows, in chunks (eval mode, on the SAE's device, returned on CPU)."""
+    sae.eval()
+    dev = sae.W_enc.device
+    out = [sae.encode(x_ND[s : s + chunk].to(dev, torch.float32)).cpu() for s in range(0, len(x_ND), chunk)]
+    return torch.cat(out) if out else torch.empty(0, sae.n_latents)
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+def sweep(
+    model: Recommender,
+    site: str,
+    split: Any,
+    train_acts: Any,
+    *,
+    eval_acts: Any,
+    item_labels: Any,
+    label_names: Sequence[str],
+    l1_coeffs: Sequence[float] = L1_GRID,
+    dict_sizes: Sequence[int] = SIZE_GRID,
+    l1_dict_size: int = 2048,
+    size_l1: float = 0.1,
+    base_config: Any = None,
+    train_config: Any = None,
+    seed: int = 0,
+    k: int = 10,
+    cache_dir: Any = None,
+    device: Any = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """P1 Fig. 3: ReLU+L1 SAEs over the L1 coefficient (at ``l1_dict_size``) and the dictionary size (at
+    ``size_l1``), each trained through :func:`recsae_core.sae_eval.cached_sae` and evaluated by
+    :func:`recsae_core.sae_eval.evaluate_sae` (papers.md §1.6, §1.9, §4.1, §4.4).
+
+    P1's choices are dictionary 2048 for the L1 sweep and L1 0.1 for the size sweep; the grids are ours
+    (the paper's exact values are not in papers.md). The configuration both sweeps share is trained once.
+
+    Args:
+        train_acts: SAE training rows (P1: block-0 outputs of the SAE users, every position).
+        eval_acts: held-out rows (P1: the test users) for EV, L0, dead features and correlations.
+        item_labels: ``(n_items, G)`` labels (or the dataset); ``label_names`` their names.
+        base_config: a :class:`~recsae_core.sae.ReluL1Config` whose other fields are kept (default: P1's).
+
+    Returns:
+        One row per config: ``sweep`` (``"l1"``/``"dict_size"``), ``l1_coeff``, ``n_latents``,
+        ``explained_variance``, ``l0``, ``dead_fraction``, ``mean_max_corr``, ``neuron_mean_max_corr``,
+        ``base_ndcg@k``, ``spliced_ndcg@k``, ``train_seconds`` and ``cache_hit``.
+    """
+    import dataclasses
+
+    from recsae_core import sae_eval
+    from recsae_core.sae import ReluL1Config, TrainConfig
+
+    base = base_config or ReluL1Config(d_in=int(train_acts.acts.shape[1]))
+    if not isinstance(base, ReluL1Config):
+        raise ValueError(f"the P1 sweep varies a ReluL1Config, got {type(base).__name__}")
+    tc = train_config or TrainConfig()
+    plan = [("l1", float(c), int(l1_dict_size)) for c in l1_coeffs]
+    plan += [("dict_size", float(size_l1), int(m)) for m in dict_sizes]
+    if not plan:
+        raise ValueError("nothing to sweep: give l1_coeffs and/or dict_sizes")
+    done: dict[tuple[float, int], dict[str, Any]] = {}
+    rows = []
+    for which, l1, m in plan:
+        if (l1, m) not in done:
+            cfg = dataclasses.replace(base, l1_coeff=l1, n_latents=m)
+            res = sae_eval.cached_sae(
+                train_acts, cfg, tc, seed=seed, cache_dir=cache_dir, device=device, progress=progress
+            )
+            rep = sae_eval.evaluate_sae(
+                res.sae,
+                model,
+                site,
+                split,
+                acts=eval_acts,
+                ks=(k,),
+                item_labels=item_labels,
+                label_names=label_names,
+                train_result=res,
+                device=device,
+            )
+            done[(l1, m)] = {
+                **_report_row(rep, k),
+                "train_seconds": res.seconds,
+                "cache_hit": res.meta.get("cache_hit"),
+            }
+        rows.append({"sweep": which, "l1_coeff": l1, "n_latents": m, **done[(l1, m)]})
+    return pd.DataFrame(rows)
+
+
+def _report_row(rep: Any, k: int) -> dict[str, float]:
+    """The sweep's columns from an :class:`~recsae_core.sae_eval.SAEReport`."""
+    frame = rep.to_frame()
+    flat = (
+        frame.iloc[0].to_dict()
+        if len(frame) == 1
+        else dict(zip(frame.iloc[:, 0], frame.iloc[:, 1], strict=True))
+    )
+    want = {
+        "explained_variance": "explained_variance",
+        "l0": "l0",
+        "dead_fraction": "dead_fraction",
+        "mean_max_corr": "mean_max_corr",
+        "neuron_mean_max_corr": "neuron_mean_max_corr",
+        f"base_ndcg@{k}": f"base_ndcg@{k}",
+        f"spliced_ndcg@{k}": f"spliced_ndcg@{k}",
+    }
+    missing = [src for src in want.values() if src not in flat]
+    if missing:
+        raise KeyError(f"SAEReport.to_frame() lacks {missing}; it has {sorted(flat)}")
+    return {dst: float(flat[src]) for dst, src in want.items()}
+
+
+# --------------------------------------------------------------------------------- features vs neurons
+def features_vs_neurons(
+    sae_acts: Any,
+    neuron_acts: Any,
+    labels: Any,
+    label_names: Sequence[str],
+    *,
+    auc: bool = True,
+    max_rows: int | None = 200_000,
+    seed: int = 42,
+) -> pd.DataFrame:
+    """P1 Fig. 4: per genre, the best SAE feature vs the best raw neuron (papers.md §1.7, §4.1-4.2).
+
+    Both sides use :func:`recsae_core.metrics.per_label_summary` on the same seeded row sample (the
+    neurons are the raw hidden dimensions; P1's scalar normalisation does not change a correlation).
+
+    Args:
+        sae_acts: ``(N, m)`` SAE activations; ``neuron_acts``: ``(N, d)`` the rows they encode.
+        labels: ``(N, G)`` row labels (:func:`row_labels`).
+
+    Returns:
+        One row per genre, sorted by ``sae_corr`` (descending): ``label``, ``sae_corr``, ``sae_feature``,
+        ``neuron_corr``, ``neuron``, ``corr_ratio`` (SAE / neuron) and, with ``auc``, ``sae_auc``,
+        ``sae_auc_feature``, ``neuron_auc``, ``neuron_auc_id``. ``attrs`` hold the two means over genres.
+    """
+    h, x = torch.as_tensor(sae_acts), torch.as_tensor(neuron_acts)
+    if h.shape[0] != x.shape[0]:
+        raise ValueError(f"SAE activations have {h.shape[0]} rows, neurons {x.shape[0]}")
+    kw = dict(max_rows=max_rows, seed=seed, auc=auc)
+    s = metrics.per_label_summary(h, labels, label_names, **kw)
+    n = metrics.per_label_summary(x, labels, label_names, **kw)
+    out = pd.DataFrame(
+        {
+            "label": s["label"],
+            "sae_corr": s["max_corr"],
+            "sae_feature": s["best_feature"],
+            "neuron_corr": n["max_corr"],
+            "neuron": n["best_feature"],
+        }
+    )
+    out["corr_ratio"] = out["sae_corr"] / out["neuron_corr"].where(out["neuron_corr"] > 0)
+    if auc:
+        out["sae_auc"], out["sae_auc_feature"] = s["max_auc"], s["best_auc_feature"]
+        out["neuron_auc"], out["neuron_auc_id"] = n["max_auc"], n["best_auc_feature"]
+    out.attrs = {
+        "sae_mean_max_corr": float(s["max_corr"].mean()),
+        "neuron_mean_max_corr": float(n["max_corr"].mean()),
+    }
+    if auc:
+        out.attrs |= {
+            "sae_mean_max_auc": float(s["max_auc"].mean()),
+            "neuron_mean_max_auc": float(n["max_auc"].mean()),
+        }
+    return out.sort_values("sae_corr", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------ activation split
+def _label_index(label: int | str, label_names: Sequence[str] | None, n_labels: int) -> int:
+    if isinstance(label, str):
+        if label_names is None or label not in label_names:
+            raise KeyError(f"unknown label {label!r}; known: {list(label_names or [])}")
+        return list(label_names).index(label)
+    if not 0 <= int(label) < n_labels:
+        raise IndexError(f"label index {label} out of range for {n_labels} labels")
+    return int(label)
+
+
+def activation_split(
+    sae_acts: Any,
+    labels: Any,
+    feature: int,
+    label: int | str,
+    *,
+    label_names: Sequence[str] | None = None,
+    max_rows: int | None = 200_000,
+    seed: int = 42,
+) -> pd.DataFrame:
+    """P1 Fig. 5 (``plot_feature_vs_neuron``, §1.7): one feature's activations, genre present vs absent.
+
+    Returns a long frame with ``activation`` and ``present`` (bool), one row per activation row (seeded
+    sample of at most ``max_rows``); ``attrs`` hold ``feature`` and ``label`` (its name when known).
+    Summaries: :func:`activation_split_summary`.
+    """
+    h = torch.as_tensor(sae_acts)
+    g = torch.as_tensor(labels)
+    if g.ndim == 1:
+        g = g[:, None]
+    if h.shape[0] != g.shape[0]:
+        raise ValueError(f"activations have {h.shape[0]} rows, labels {g.shape[0]}")
+    if not 0 <= feature < h.shape[1]:
+        raise IndexError(f"feature {feature} out of range for {h.shape[1]} features")
+    j = _label_index(label, label_names, g.shape[1])
+    idx = metrics.sample_rows(h.shape[0], max_rows or h.shape[0], seed)
+    out = pd.DataFrame({"activation": h[idx, feature].double().numpy(), "present": g[idx, j].bool().numpy()})
+    out.attrs = {"feature": int(feature), "label": label_names[j] if label_names is not None else str(j)}
+    return out
+
+
+def activation_split_summary(split: pd.DataFrame, threshold: float = 0.0) -> pd.DataFrame:
+    """Per side of :func:`activation_split` (``present``/``absent``): rows, fraction fired (> ``threshold``),
+    mean activation, mean when fired, and the 50th/90th percentiles (P1 §1.10: the Western feature fires at
+    every Western position, mean 0.562 vs 0.022 elsewhere)."""
+    rows = []
+    for side, present in (("present", True), ("absent", False)):
+        a = split.loc[split["present"] == present, "activation"].to_numpy()
+        fired = a > threshold
+        rows.append(
+            {
+                "genre": side,
+                "rows": len(a),
+                "fraction_fired": float(fired.mean()) if len(a) else 0.0,
+                "mean": float(a.mean()) if len(a) else 0.0,
+                "mean_when_fired": float(a[fired].mean()) if fired.any() else 0.0,
+                "median": float(np.median(a)) if len(a) else 0.0,
+                "p90": float(np.quantile(a, 0.9)) if len(a) else 0.0,
+            }
+        )
+    return pd.DataFrame(rows).set_index("genre")
+
+
+# ---------------------------------------------------------------------------------------- logit effect
+@torch.no_grad()
+def logit_effects(sae: SparseAutoencoder, output_table_ID: torch.Tensor) -> torch.Tensor:
+    """``(m, n_items)`` direct effect of each feature on each item's logit: ``W_unembed · d_j`` (P1 §1.7).
+
+    ``d_j`` is decoder atom ``j`` in the site's raw space (the scalar input normalisation folded in, so a
+    unit of activation moves the representation by ``d_j``); ``output_table_ID`` the item table scores are
+    dotted with (SASRec: :attr:`~recsae_core.models.sasrec.SASRec.output_table`, the tied item embeddings).
+    As in P1 this is the *direct* path: later blocks and the final LayerNorm between block 0 and the
+    output are ignored.
+    """
+    atoms_MD = sae.folded_copy().decoder_weight.detach().float().cpu()
+    table = torch.as_tensor(output_table_ID).detach().float().cpu()
+    if table.ndim != 2 or table.shape[1] != atoms_MD.shape[1]:
+        raise ValueError(f"output table must be (n_items, {atoms_MD.shape[1]}), got {tuple(table.shape)}")
+    return atoms_MD @ table.T
+
+
+def logit_effect_by_label(effects_MI: Any, item_labels: Any, label_names: Sequence[str]) -> pd.DataFrame:
+    """``(m, G)`` frame: each feature's logit effect averaged over the items of each label (P1 §1.7, §1.10:
+    the Western feature's mean effect on Western items is +0.447). Labels without items give NaN."""
+    e = torch.as_tensor(effects_MI).double()
+    lab = torch.as_tensor(np.asarray(getattr(item_labels, "item_labels", item_labels))).double()
+    if lab.shape[0] != e.shape[1] or lab.shape[1] != len(label_names):
+        raise ValueError(
+            f"item_labels must be ({e.shape[1]}, {len(label_names)}) for these effects, got {tuple(lab.shape)}"
+        )
+    n = lab.sum(0)
+    mean = (e @ lab) / n.clamp_min(1)
+    mean[:, n == 0] = float("nan")
+    return pd.DataFrame(mean.numpy(), columns=list(label_names)).rename_axis("feature")
+
+
+def top_bottom_items(effects_MI: Any, feature: int, k: int = 10, dataset: Any = None) -> pd.DataFrame:
+    """The ``k`` items whose logit a feature raises most and the ``k`` it lowers most (P1 §1.7).
+
+    Columns: ``side`` (``"top"``/``"bottom"``), ``rank``, ``item``, ``effect``, and with a ``dataset``
+    (:class:`RecDataset`) ``title`` and ``labels``.
+    """
+    e = torch.as_tensor(effects_MI)[feature].double()
+    k = min(k, e.numel())
+    top, bottom = torch.topk(e, k), torch.topk(-e, k)
+    frame = pd.DataFrame(
+        {
+            "side": ["top"] * k + ["bottom"] * k,
+            "rank": list(range(1, k + 1)) * 2,
+            "item": torch.cat([top.indices, bottom.indices]).numpy(),
+            "effect": torch.cat([top.values, -bottom.values]).numpy(),
+        }
+    )
+    if dataset is not None:
+        from recsae_core.viz.models import item_labels_text
+
+        frame["title"] = dataset.items["title"].to_numpy()[frame["item"].to_numpy()]
+        frame["labels"] = item_labels_text(dataset, frame["item"].to_numpy())
+    frame.attrs["feature"] = int(feature)
+    return frame
+
+
+# ------------------------------------------------------------------------------------------- steering
+def steering_features(
+    sae_acts: Any,
+    labels: Any,
+    label_names: Sequence[str],
+    *,
+    min_fraction_fired: float | None = None,
+    max_rows: int | None = 200_000,
+    seed: int = 42,
+) -> pd.DataFrame:
+    """The feature steered for each genre: the one with the highest Pearson correlation (P1 §1.8, §4.1).
+
+    With ``min_fraction_fired`` only features that fire (> 0) on at least that share of the genre's rows are
+    eligible (P1's Western feature #160 fires at every Western position); a genre with no eligible feature
+    gets ``feature = -1``.
+
+    Returns one row per genre: ``label``, ``feature``, ``corr``, ``fraction_fired`` (P(f > 0 | genre)),
+    ``mean_activation`` (E[f | genre]), ``precision`` (P(genre | f > 0)).
+    """
+    h = torch.as_tensor(sae_acts)
+    g = torch.as_tensor(labels)
+    idx = metrics.sample_rows(h.shape[0], max_rows or h.shape[0], seed)
+    h, g = h[idx], g[idx]
+    corr = metrics.pearson_matrix(h, g)
+    stats = metrics.label_conditional_stats(h, g)
+    if len(label_names) != corr.shape[1]:
+        raise ValueError(f"{len(label_names)} label names for {corr.shape[1]} labels")
+    eligible = torch.ones_like(corr, dtype=torch.bool)
+    if min_fraction_fired is not None:
+        eligible = stats["fraction_fired"] >= min_fraction_fired
+    masked = corr.masked_fill(~eligible, float("-inf"))
+    best_v, best_j = masked.max(0)
+    rows = []
+    for gi, name in enumerate(label_names):
+        ok = bool(torch.isfinite(best_v[gi]))
+        j = int(best_j[gi]) if ok else -1
+        rows.append(
+            {
+                "label": name,
+                "feature": j,
+                "corr": float(corr[j, gi]) if ok else float("nan"),
+                "fraction_fired": float(stats["fraction_fired"][j, gi]) if ok else float("nan"),
+                "mean_activation": float(stats["mean_activation"][j, gi]) if ok else float("nan"),
+                "precision": float(stats["precision"][j, gi]) if ok else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def steering_curves(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    split: Any,
+    features: Mapping[str, int],
+    *,
+    item_labels: Any,
+    label_names: Sequence[str],
+    values: Sequence[float] = ALPHAS,
+    meanings: Sequence[str] = ("p1", "ours"),
+    part: str = "test",
+    users: Any = None,
+    k: int = 10,
+    mode: str = "add",
+    positions: str = "last",
+    **sweep_kw: Any,
+) -> pd.DataFrame:
+    """Genre share and accuracy as the steering strength α varies (P1 §1.8; its table in §1.10).
+
+    Each ``label → feature`` of ``features`` is swept over ``values`` with
+    :func:`recsae_core.steer.steering_sweep` once per meaning of α = 0 (:data:`MEANINGS`): ``"p1"`` writes
+    the (edited) reconstruction back (``keep_error=False``: α = 0 already carries the SAE's error, P1's
+    "with SAE" baseline) and ``"ours"`` adds only the edit (``keep_error=True``: α = 0 is the exact base
+    model). P1 adds α to the feature at the last position of block 0.
+
+    Returns one row per (label, meaning, α): ``label``, ``feature``, ``meaning``, ``alpha0`` (what α = 0 is),
+    ``keep_error``, ``alpha``, ``share`` (share of the steered label in the top-k), every ``share_<label>``,
+    ``hr@k``, ``ndcg@k``, ``coverage@k``, ``diversity@k``, and relative to the same curve's α = 0 row
+    ``share_ratio`` and ``ndcg_drop`` (1 - NDCG / NDCG at α = 0; P1's −26 % is this for its meaning).
+    Without α = 0 among ``values`` the two relative columns are NaN.
+    """
+    from recsae_core import steer
+
+    unknown = [m for m in meanings if m not in MEANINGS]
+    if unknown or not meanings:
+        raise ValueError(f"meanings must be some of {sorted(MEANINGS)}, got {list(meanings)}")
+    missing = [lab for lab in features if lab not in label_names]
+    if missing:
+        raise KeyError(f"labels {missing} not in label_names")
+    frames = []
+    for lab, feat in features.items():
+        for meaning in meanings:
+            keep_error, text = MEANINGS[meaning]
+            df = steer.steering_sweep(
+                model,
+                site,
+                sae,
+                split,
+                part=part,
+                features=int(feat),
+                values=[float(v) for v in values],
+                users=users,
+                item_labels=item_labels,
+                label_names=list(label_names),
+                mode=mode,
+                keep_error=keep_error,
+                k=k,
+                positions=positions,
+                **sweep_kw,
+            )
+            df = df.rename(columns={"value": "alpha"})
+            df.insert(0, "keep_error", keep_error)
+            df.insert(0, "alpha0", text)
+            df.insert(0, "meaning", meaning)
+            df.insert(0, "feature", int(feat))
+            df.insert(0, "label", lab)
+            df["share"] = df[f"share_{lab}"]
+            at0 = df[df["alpha"] == 0.0]
+            s0 = float(at0["share"].iloc[0]) if len(at0) else float("nan")
+            n0 = float(at0[f"ndcg@{k}"].iloc[0]) if len(at0) and f"ndcg@{k}" in df else float("nan")
+            df["share_ratio"] = df["share"] / s0 if s0 > 0 else float("nan")
+            df["ndcg_drop"] = 1.0 - df[f"ndcg@{k}"] / n0 if n0 > 0 else float("nan")
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+@torch.no_grad()
+def steered_top_k(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    split: Any,
+    feature: int,
+    values: Sequence[float],
+    *,
+    users: Any = None,
+    part: str = "test",
+    k: int = 10,
+    keep_error: bool = True,
+    mode: str = "add",
+    positions: str = "last",
+    batch_size: int = 512,
+) -> pd.DataFrame:
+    """The top-``k`` lists with feature ``feature`` steered to each of ``values`` (P1 §1.8), seen items masked
+    as the evaluation masks them. What :class:`recsae_core.widgets.SteeringPanel` and the static slider show.
+
+    Returns a long frame: ``alpha``, ``user``, ``rank`` (1-based), ``item``, ``score``, ``is_target``.
+    """
+    from recsae_core import steer
+    from recsae_core.batching import eval_data
+    from recsae_core.evaluate import mask_seen
+
+    data = eval_data(split, part, maxlen=getattr(model, "maxlen", None))
+    if users is not None:
+        want = torch.as_tensor(np.asarray(users, dtype=np.int64)).reshape(-1)
+        data = data.subset(torch.nonzero(torch.isin(data.users, want)).flatten())
+        if len(data) == 0:
+            raise ValueError(f"none of users {want.tolist()[:10]} has a {part!r} target")
+    model.eval()
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    frames = []
+    for v in values:
+        fn = steer.steered_scores_fn(
+            model,
+            site,
+            sae,
+            steer.Steer(int(feature), float(v), mode),
+            keep_error=keep_error,
+            positions=positions,
+        )
+        for eb in data.batches(batch_size):
+            scores_BI = fn(eb.batch.to(dev)).float().cpu()
+            mask_seen(scores_BI, eb.targets, (eb.seen_rows, eb.seen_items))
+            val, idx = torch.topk(scores_BI, k, dim=1)  # (B, k)
+            b = len(eb.targets)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "alpha": float(v),
+                        "user": np.repeat(eb.batch.users.numpy(), k),
+                        "rank": np.tile(np.arange(1, k + 1), b),
+                        "item": idx.numpy().ravel(),
+                        "score": val.numpy().ravel(),
+                        "is_target": (idx == eb.targets[:, None]).numpy().ravel(),
+                    }
+                )
+            )
+    return (
+        pd.concat(frames, ignore_index=True)
+        .sort_values(["alpha", "user", "rank"], kind="stable")
+        .reset_index(drop=True)
+    )
