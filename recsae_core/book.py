@@ -49,7 +49,9 @@ What a run does:
    first ``# heading`` gets the dataset's title appended (``# Datasets: MovieLens-100k``).
 3. **Build.** The runner assembles a Jupyter Book source tree in ``<output>/_build/src``: ``_config.yml``,
    a **generated** ``_toc.yml`` (the root one, keeping only this run's chapters and datasets, in the root
-   file's order; datasets the root file does not list are appended), ``book/`` pages, a generated
+   file's order; datasets the root file does not list are appended) that holds this run's pages **and every
+   page executed earlier for the same profile** (so ``--chapter X`` re-executes X only and the book stays
+   whole), ``book/`` pages, a generated
    ``chapters/<chapter>/index.md`` per chapter, and the executed notebooks. It then runs
    ``jupyter-book build <src> --path-output <output> --toc <src>/_toc.yml -W -n --keep-going``, so a
    ``--chapter``/``--dataset`` subset still builds with warnings as errors. The HTML lands in
@@ -90,6 +92,7 @@ __all__ = [
     "check_params",
     "input_hash",
     "main",
+    "pages_to_build",
     "plan",
     "run_book",
 ]
@@ -642,6 +645,37 @@ def execute(job: Job, root: Path, *, progress: bool = True) -> float:
 # ------------------------------------------------------------------------------------------------ building
 
 
+def pages_to_build(
+    root: Path,
+    profile: str,
+    toc: dict[str, Any],
+    jobs: Sequence[Job],
+    loaded: dict[str, Chapter],
+    output: Path,
+) -> list[Job]:
+    """This run's jobs plus every page already executed for ``profile`` (chapters of the root toc), so that
+    ``--chapter X`` or ``--dataset Y`` re-executes only what it names and the book keeps its other pages.
+
+    Fills ``loaded`` with the chapters it adds. Pages are those whose executed notebook exists under
+    ``<output>/_build/executed/<profile>/<chapter>/<dataset>.ipynb``.
+    """
+    out = list(jobs)
+    have = {(j.chapter, j.dataset) for j in jobs}
+    base = output / "_build" / "executed" / profile
+    for name, _sections in toc_chapters(toc):
+        folder = base / name
+        if not folder.is_dir():
+            continue
+        for nb in sorted(folder.glob("*.ipynb")):
+            if nb.name.endswith(".failed.ipynb") or (name, nb.stem) in have:
+                continue
+            if name not in loaded:
+                loaded[name] = load_chapter(root, name)
+            out.append(Job(name, nb.stem, loaded[name].source, {}, nb))
+            have.add((name, nb.stem))
+    return out
+
+
 def generated_toc(toc: dict[str, Any], jobs: Sequence[Job]) -> dict[str, Any]:
     """The root toc restricted to this run's chapters and datasets (order of the root file, extras appended)."""
     run: dict[str, list[str]] = {}
@@ -840,8 +874,14 @@ def run_book(
         summary["seconds"][f"{job.chapter}/{job.dataset}"] = seconds
     if build:
         t0 = time.perf_counter()
-        say("building the HTML (jupyter-book, warnings as errors) ...")
-        src = assemble_source(root, output, toc, jobs, loaded)
+        pages = pages_to_build(root, profile, toc, jobs, loaded, output)
+        kept = len(pages) - len(jobs)
+        say(
+            "building the HTML (jupyter-book, warnings as errors)"
+            + (f", with {kept} page(s) executed earlier for profile {profile!r}" if kept else "")
+            + " ..."
+        )
+        src = assemble_source(root, output, toc, pages, loaded)
         html = build_html(src, output)
         summary["html"] = html
         summary["build_seconds"] = time.perf_counter() - t0

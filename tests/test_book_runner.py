@@ -292,3 +292,24 @@ def test_kernels_print_no_tcp_warning(toy_root, tmp_path, capfd):
     _run(toy_root, tmp_path / "out", chapters=["toy_a"])
     out, err = capfd.readouterr()
     assert "without encryption" not in out + err
+
+
+def test_subset_run_builds_every_page_executed_earlier(toy_root, tmp_path):
+    """After a full run, `--chapter toy_b` re-executes toy_b only but the book keeps toy_a's pages."""
+    out = tmp_path / "out"
+    earlier = out / "_build" / "executed" / "smoke" / "toy_a"
+    earlier.mkdir(parents=True)
+    (earlier / "a.ipynb").write_text("{}")
+    (earlier / "b.ipynb").write_text("{}")
+    (earlier / "a.failed.ipynb").write_text("{}")  # a failed copy is never a page
+    (out / "_build" / "executed" / "default" / "toy_b").mkdir(parents=True)
+    (out / "_build" / "executed" / "default" / "toy_b" / "a.ipynb").write_text("{}")  # another profile
+    jobs, toc, loaded = book.plan(toy_root, "smoke", ["toy_b"], None, out)
+    pages = book.pages_to_build(toy_root, "smoke", toc, jobs, loaded, out)
+    assert sorted((p.chapter, p.dataset) for p in pages) == [("toy_a", "a"), ("toy_a", "b"), ("toy_b", "a")]
+    assert "toy_a" in loaded
+    gen = book.generated_toc(toc, pages)
+    assert [c["file"] for c in gen["parts"][0]["chapters"]] == [
+        "chapters/toy_a/index",
+        "chapters/toy_b/index",
+    ]
