@@ -1,0 +1,355 @@
+"""P3 analyses (recsae_core.papers.p3) on planted concepts with known answers, plus ML-100k metadata plumbing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsae_core import metrics
+from recsae_core.models.twotower import MF, NCF, MFConfig, NCFConfig
+from recsae_core.papers import p3
+from recsae_core.sae import P3SAE, MatryoshkaConfig, MatryoshkaSAE, P3Config
+
+D, G = 6, 4  # embedding size; planted genres 0..3 live on coordinates 0..3
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+def exact_sae(d: int = D) -> P3SAE:
+    """Tied ReLU SAE with W = [I; -I]: z = (relu(x), relu(-x)), x_hat = relu(x) - relu(-x) = x exactly.
+
+    Latent j < d is the positive part of coordinate j, so coordinate g's neuron is neuron g.
+    """
+    sae = P3SAE(P3Config(d_in=d, n_latents=2 * d, pre_bias=False))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([torch.eye(d), -torch.eye(d)]))
+        sae.b_enc.zero_()
+    return sae.eval()
+
+
+def random_sae(d: int = D, seed: int = 0) -> P3SAE:
+    torch.manual_seed(seed)
+    return P3SAE(P3Config(d_in=d, n_latents=2 * d)).eval()
+
+
+def planted_items(n_per: int = 15, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Items of genre g = ``c * e_g`` + small positive noise on the other genre coordinates; ``(I, D)``
+    embeddings and ``(I, G)`` one-hot genres. Coordinates G..D-1 carry small noise only."""
+    gen = torch.Generator().manual_seed(seed)
+    n = n_per * G
+    genre = torch.arange(n) % G
+    emb = 0.05 * torch.rand(n, D, generator=gen)
+    emb[torch.arange(n), genre] = 0.5 + torch.rand(n, generator=gen)
+    labels = np.zeros((n, G), bool)
+    labels[np.arange(n), genre.numpy()] = True
+    return emb, labels
+
+
+def planted_mf(n_users: int = 40, seed: int = 0) -> tuple[MF, np.ndarray]:
+    """MF over the planted items; users with non-negative tastes (one favourite genre each), zero biases."""
+    emb, labels = planted_items(seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    mf = MF(n_users, len(emb), MFConfig(d=D))
+    users = 0.2 * torch.rand(n_users, D, generator=gen)
+    users[torch.arange(n_users), torch.arange(n_users) % G] += 1.0
+    with torch.no_grad():
+        mf.item_emb.weight.copy_(emb)
+        mf.user_emb.weight.copy_(users)
+    return mf.eval(), labels
+
+
+def planted_ncf(n_users: int = 40, seed: int = 0) -> NCF:
+    emb, _ = planted_items(seed=seed)
+    torch.manual_seed(seed)
+    ncf = NCF(n_users, len(emb), NCFConfig(d=D, hidden=(8,)))
+    with torch.no_grad():
+        ncf.item_emb.weight.copy_(emb)
+    return ncf.eval()
+
+
+# ------------------------------------------------------------------------------------------ fidelity
+def test_fidelity_perfect_reconstruction_hits_ceiling_random_is_far_below():
+    mf, _ = planted_mf()
+    users = torch.arange(40)
+    hist = pd.DataFrame({"user": [0, 1, 2], "item": [0, 5, 9]})
+    perfect = p3.fidelity(mf, exact_sae(), users, history=hist)
+    assert perfect.rbo == pytest.approx(metrics.rbo_ceiling(0.9, 30), abs=1e-9)
+    assert perfect.ceiling == pytest.approx(0.9576, abs=1e-4)
+    assert perfect.kendall_tau == pytest.approx(1.0)
+    assert len(perfect.per_user) == 40 and perfect.mask_seen
+    rand = p3.fidelity(mf, random_sae(), users, history=hist)
+    assert rand.rbo < 0.8 * perfect.rbo and rand.kendall_tau < 0.8
+    frame = perfect.to_frame()
+    assert list(frame.columns) == ["rbo", "rbo_ceiling", "kendall_tau", "n_users", "mask_seen"]
+
+
+def test_fidelity_reconstructs_user_and_item_side():
+    """An SAE exact on users but not items (or vice versa) must lose fidelity: both tables are reconstructed."""
+    mf, _ = planted_mf()
+    sae = exact_sae()
+
+    class ItemsBroken(torch.nn.Module):  # wraps the exact SAE, scrambles rows that look like item rows
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = sae
+
+        def forward(self, x):
+            out = self.inner(x)
+            if x.shape[0] == mf.n_items:
+                perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+                return out._replace(x_hat=out.x_hat[perm])
+            return out
+
+    res = p3.fidelity(mf, ItemsBroken(), torch.arange(40), mask_seen=False)
+    assert res.rbo < 0.5
+
+
+def test_fidelity_seen_masking_mf_vs_ncf_and_matches_a_manual_computation():
+    mf, _ = planted_mf()
+    ncf = planted_ncf()
+    assert p3.default_mask_seen(mf) is True and p3.default_mask_seen(ncf) is False
+    with pytest.raises(ValueError, match="history"):
+        p3.fidelity(mf, random_sae(), [0, 1])  # MF masks by default and needs the history
+    assert p3.fidelity(ncf, random_sae(), [0, 1]).mask_seen is False
+    # manual reference for MF with masking
+    users = torch.arange(10)
+    hist = pd.DataFrame({"user": np.repeat(np.arange(10), 12), "item": np.tile(np.arange(0, 60, 5), 10)})
+    sae = random_sae(seed=3)
+    got = p3.fidelity(mf, sae, users, history=hist)
+    seen = torch.zeros(10, mf.n_items, dtype=torch.bool)
+    seen[torch.as_tensor(hist.user.to_numpy().copy()), torch.as_tensor(hist.item.to_numpy().copy())] = True
+    with torch.no_grad():
+        u, items = mf.user_emb.weight[users], mf.item_emb.weight
+        a = metrics.top_k_items(mf.score_vectors(u, items, users), 30, seen)
+        b = metrics.top_k_items(mf.score_vectors(sae(u).x_hat, sae(items).x_hat, users), 30, seen)
+    assert np.allclose(got.per_user["rbo"].values, metrics.rbo(a, b).numpy())
+    unmasked = p3.fidelity(mf, sae, users, mask_seen=False)
+    assert not np.allclose(got.per_user["rbo"].values, unmasked.per_user["rbo"].values)
+
+
+# ------------------------------------------------------------------------------------ purity, profiles
+def test_purity_table_picks_the_planted_genre_neuron():
+    mf, labels = planted_mf()
+    acts = p3.two_tower_activations(mf, exact_sae(), users=[0, 1, 2])
+    assert acts.item_acts.shape == (60, 2 * D) and acts.user_acts.shape == (3, 2 * D)
+    assert torch.equal(acts.users, torch.tensor([0, 1, 2]))
+    tab = p3.purity_table(acts.item_acts, labels, ["a", "b", "c", "d"], ks=(10, 15))
+    assert list(tab.index) == ["a", "b", "c", "d"]
+    assert tab["neuron"].tolist() == [0, 1, 2, 3]
+    assert (tab[["purity@10", "purity@15"]] == 1.0).all().all()
+
+
+def test_purity_table_fixes_one_neuron_across_k_and_breaks_ties_by_profile():
+    n = 100
+    lab = np.zeros(n, bool)
+    lab[:30] = True
+    acts = torch.zeros(n, 3)
+    # neuron 0: top-10 are label items, then 40 non-label items -> purity@10 = 1, purity@50 = 10/50
+    acts[:10, 0] = 10 + torch.arange(10.0)
+    acts[30:70, 0] = 1.0  # lift: mean over label 145/30 / overall mean 185/100 = 2.6
+    # neuron 1: 9 of its top-10 are label items, and ranks 11-30 too -> purity@10 0.9, purity@50 30/50
+    acts[:29, 1] = 3.0
+    acts[40, 1] = 4.0
+    # neuron 2: the same top-10 as neuron 0 (purity@10 = 1) but it fires on every item -> lift 6.83/4.15 = 1.6
+    acts[:, 2] = 3.0
+    acts[:10, 2] = 10 + torch.arange(10.0)
+    tab = p3.purity_table(acts, lab, ["x"], ks=(10, 50))
+    assert tab.loc["x", "neuron"] == 0  # purity@10 ties 0 and 2; neuron 0's profile lift is higher
+    assert tab.loc["x", "purity@10"] == 1.0
+    assert tab.loc["x", "purity@50"] == pytest.approx(0.2)  # the same neuron, not neuron 1's 0.6
+    assert p3.match_neuron(acts, lab, k=50) == 1
+
+
+def test_genre_profiles_and_top_items():
+    acts = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 4.0]])
+    lab = np.array([[True, False], [True, True], [False, True]])
+    prof = p3.genre_profiles(acts, lab, ["g0", "g1"])
+    assert prof.loc[0, "g0"] == pytest.approx(2.0) and prof.loc[1, "g1"] == pytest.approx(3.0)
+    assert prof.loc[0, "all items"] == pytest.approx(4 / 3)
+    items = pd.DataFrame({"title": ["A", "B", "C"]})
+    top = p3.top_items_table(acts, items, [1], k=2, item_labels=lab, label_names=["g0", "g1"])
+    assert top["title"].tolist() == ["C", "B"] and top["labels"].tolist() == ["g1", "g0|g1"]
+
+
+def test_monosemanticity_genre_neuron_beats_a_mixed_one():
+    emb, labels = planted_items()
+    acts = torch.zeros(len(emb), 2)
+    acts[:, 0] = torch.as_tensor(labels[:, 0], dtype=torch.float32) * (1 + torch.rand(len(emb)))
+    acts[:, 1] = torch.rand(len(emb))  # mixes all genres
+    ms = p3.monosemanticity(acts, emb, top=10)
+    assert ms.index.name == "neuron" and ms[0] > ms[1] + 0.3
+
+
+# ---------------------------------------------------------------------------------------- popularity
+def test_popularity_neuron_tracks_distinct_user_counts():
+    gen = torch.Generator().manual_seed(0)
+    n_items = 80
+    # item i is seen by i % 40 distinct users (plus a duplicate row that must not count)
+    rows = [(u, i) for i in range(n_items) for u in range(i % 40)] + [(0, 1)] * 50
+    inter = pd.DataFrame(rows, columns=["user", "item"])
+    counts = p3.item_user_counts(inter, n_items)
+    assert counts[1] == 1 and counts[39] == 39
+    acts = torch.rand(n_items, 5, generator=gen)
+    acts[:, 3] = counts.float() + 0.1 * torch.rand(n_items, generator=gen)
+    pop = p3.popularity_neuron(acts, counts, top=10)
+    assert pop.neuron == 3 and pop.table["is_popularity"].sum() == 1
+    assert pop.mean_rank < pop.others_mean_rank / 2
+    assert pop.table.loc[3, "percentile"] == pytest.approx(pop.mean_rank / n_items)
+
+
+# ------------------------------------------------------------------------------------------ temporal
+def test_item_decades_and_decade_profiles():
+    items = pd.DataFrame(
+        {
+            "title": ["A (1995)", "B (1972)", "C (1991)", "D", "E (1975)", "F (1998)"],
+            "year": pd.array([1995, pd.NA, 1991, pd.NA, 1975, 1998], dtype="Int64"),
+        }
+    )
+    dec = p3.item_decades(items)
+    assert dec.tolist()[:3] == [1990, 1970, 1990] and pd.isna(dec[3])
+    acts = torch.tensor([[5.0, 0], [0, 5], [4, 0], [9, 9], [0, 4], [3, 1]])
+    prof = p3.decade_profiles(acts, dec, top=2)
+    assert prof.loc[0, "peak_decade"] == 1990 and prof.loc[0, 1990] == 1.0  # undated D is skipped
+    assert prof.loc[1, "peak_decade"] == 1970 and prof.loc[1, "peak_share"] == 1.0
+    assert prof.loc[1, "peak_lift"] == pytest.approx(1 / 0.4)
+    assert prof.attrs["catalogue"] == {1970: 0.4, 1990: 0.6}
+
+
+# -------------------------------------------------------------------------------------- demographics
+def test_demographic_neurons_find_the_planted_groups():
+    n = 60
+    meta = pd.DataFrame(
+        {"gender": np.where(np.arange(n) % 2 == 0, "F", "M"), "age": np.where(np.arange(n) < 15, 1, 25)}
+    )
+    acts = torch.rand(n, 4, generator=torch.Generator().manual_seed(0))
+    acts[::2, 2] += 2.0  # women
+    acts[:15, 0] += 2.0  # under 18
+    users = torch.arange(n).flip(0)  # rows in another order than the metadata
+    df = p3.demographic_neurons(acts.flip(0), users, meta)
+    assert df["women_minus_men"].idxmax() == 2 and df["under18_minus_adults"].idxmax() == 0
+    assert df.loc[2, "women_minus_men"] == pytest.approx(2.0, abs=0.3)
+
+
+# ---------------------------------------------------------------------------------------- Matryoshka
+def test_prefix_summaries_early_block_broad_late_block_niche():
+    emb, labels = planted_items()
+    n = len(emb)
+    counts = torch.arange(n, 0, -1)  # item 0 most popular
+    acts = torch.zeros(n, 6)
+    acts[:, 0] = counts.float()  # broad + popular
+    acts[:, 1] = torch.rand(n)  # broad
+    for g in range(G):  # late block: one genre each
+        acts[:, 2 + g] = torch.as_tensor(labels[:, g], dtype=torch.float32) * torch.rand(n)
+    sae = MatryoshkaSAE(MatryoshkaConfig(d_in=D, n_latents=6, prefixes=(2, 6)))
+    items = pd.DataFrame({"title": [f"t{i}" for i in range(n)]})
+    df = p3.prefix_summaries(sae, acts, labels, counts, items, top=8)
+    assert df["prefix"].tolist() == [2, 6] and df["latents"].tolist() == ["0-1", "2-5"]
+    assert df.loc[0, "entropy"] > df.loc[1, "entropy"] + 0.5
+    assert df.loc[1, "distinct_labels"] == 1.0 and df.loc[0, "distinct_labels"] > 2
+    assert df.loc[0, "mean_pop_rank"] < df.loc[1, "mean_pop_rank"]
+    assert df.loc[0, "examples"].startswith("t0; t1")
+
+
+# ------------------------------------------------------------------------------------- interventions
+def test_audiences():
+    lab = np.zeros(10, bool)
+    lab[:3] = True
+    hist = pd.DataFrame({"user": [0, 0, 1, 1, 2, 2, 3], "item": [0, 5, 0, 1, 6, 7, 2]})
+    assert p3.label_heavy_users(hist, lab, n=2).tolist() == [1, 3]  # shares 1.0 (ties: lower id first)
+    assert p3.label_heavy_users(hist, lab, n=5, users=[0, 2]).tolist() == [0, 2]
+    meta = pd.DataFrame({"age": [1, 25, 1, 56]}, index=pd.Index([0, 1, 2, 3], name="user"))
+    assert p3.age_group_users(meta).tolist() == [0, 2]
+    assert p3.age_group_users(meta, users=[2, 3]).tolist() == [2]
+
+
+def test_boosting_and_suppression_move_the_label_share_monotonically():
+    mf, labels = planted_mf()
+    sae = exact_sae()
+    users = torch.arange(1, 40, G)  # favourite genre 1: genre 2 is rare in their lists
+    best = int(mf.item_emb.weight[:, 2].argmax())  # the most genre-2 item: top-1 once the boost dominates
+    targets = pd.DataFrame({"user": users.numpy(), "item": np.full(len(users), best)})
+    boost = p3.steer_users(
+        mf, sae, 2, users, labels[:, 2], (0.5, 1.0, 2.0, 4.0), mask_seen=False, k=15, targets=targets
+    )
+    assert boost["setting"].tolist()[0] == "original" and np.isnan(boost["value"][0])
+    share = boost["share"].to_numpy()[1:]
+    assert (np.diff(share) >= 0).all() and share[-1] > share[0] + 0.3
+    assert boost["ndcg@10"].iloc[0] < 0.5 and boost["ndcg@10"].iloc[-1] == 1.0
+    heavy = torch.arange(2, 40, G)  # genre-2 lovers
+    sup = p3.steer_users(mf, sae, 2, heavy, labels[:, 2], p3.SUPPRESS_VALUES, mask_seen=False, k=15)
+    s = sup["share"].to_numpy()
+    assert (np.diff(s[1:]) <= 0).all() and s[-1] < s[0] - 0.3
+
+
+def test_user_steering_masks_seen_items_for_mf_not_ncf():
+    mf, labels = planted_mf()
+    ncf = planted_ncf()
+    genre0 = np.flatnonzero(labels[:, 0])
+    users = torch.arange(0, 40, G)  # genre-0 lovers
+    hist = pd.DataFrame({"user": np.repeat(users.numpy(), len(genre0)), "item": np.tile(genre0, len(users))})
+    for model, expect_zero in ((mf, True), (ncf, False)):
+        df = p3.steer_users(model, exact_sae(), 0, users, labels[:, 0], (3.0,), history=hist, k=20)
+        assert (df["share"] == 0).all() == expect_zero
+
+
+def test_promotion_share_rises_with_the_neuron_among_users_without_the_item():
+    mf, _ = planted_mf()
+    sae = exact_sae()
+    item = 3  # genre 3
+    users = torch.arange(40)
+    df = p3.promote_item(mf, sae, item, 1, users, p3.PROMOTE_VALUES, mask_seen=False, k_before=10, k_after=15)
+    n_aud = df["n_audience"].iloc[0]
+    assert 0 < n_aud < 40  # genre-3 lovers already had it in their top-10
+    share = df["share"].to_numpy()[1:]
+    assert (np.diff(share) >= 0).all() and share[0] == 0.0 and share[-1] > 0.2
+    with pytest.raises(ValueError, match="history"):
+        p3.promote_item(mf, sae, item, 1, users, (1.0,))
+
+
+# ---------------------------------------------------------------------------------------- β ablation
+def test_beta_ablation_rows_per_beta():
+    mf, _ = planted_mf()
+    df = p3.beta_ablation({1.0: exact_sae(), 0.0: random_sae()}, mf, torch.arange(20), mask_seen=False)
+    assert df["beta"].tolist() == [0.0, 1.0]
+    assert df.loc[1, "rbo"] == pytest.approx(df.loc[1, "rbo_ceiling"]) and df.loc[1, "kendall_tau"] == 1.0
+    assert df.loc[0, "rbo"] < df.loc[1, "rbo"]
+    assert set(df.columns) >= {"ms", "l0_items"} and df.loc[1, "l0_items"] <= D
+
+
+def test_requires_a_two_tower_model():
+    with pytest.raises(TypeError, match="two-tower"):
+        p3.fidelity(torch.nn.Linear(2, 2), exact_sae(), [0])
+
+
+# ------------------------------------------------------------------------------------ real metadata
+@pytest.mark.shared
+def test_ml100k_metadata_plumbing(shared_data):
+    from recsae_core.data.loaders import load_dataset
+    from recsae_core.data.splits import p3_holdout
+
+    ds = load_dataset("ml-100k", download=False)
+    split = p3_holdout(ds)
+    torch.manual_seed(0)
+    mf = MF(ds.n_users, ds.n_items, MFConfig(d=8)).eval()
+    sae = P3SAE(P3Config(d_in=8, n_latents=10)).eval()
+    acts = p3.two_tower_activations(mf, sae)
+    assert acts.item_acts.shape == (ds.n_items, 10) and acts.user_acts.shape == (ds.n_users, 10)
+    tab = p3.purity_table(acts.item_acts, ds.item_labels, ds.label_names)
+    assert len(tab) == len(ds.label_names) and "Horror" in tab.index
+    dec = p3.item_decades(ds.items)
+    assert dec.notna().mean() > 0.99 and dec.dropna().between(1920, 1990).all()
+    prof = p3.decade_profiles(acts.item_acts, dec)
+    assert np.allclose(prof[[c for c in prof.columns if isinstance(c, int)]].sum(axis=1), 1.0)
+    demo = p3.demographic_neurons(acts.user_acts, acts.users, ds.users)
+    assert len(demo) == 10 and demo[["women", "under18"]].notna().all().all()
+    young = p3.age_group_users(ds.users)
+    assert 0 < len(young) < 100
+    horror = np.asarray(ds.item_labels[:, ds.label_names.index("Horror")])
+    heavy = p3.label_heavy_users(split.train, horror, n=20)
+    assert len(heavy) == 20
+    held = torch.arange(0, ds.n_users, 10)
+    fid = p3.fidelity(mf, sae, held, history=split.train)
+    assert fid.mask_seen and 0 <= fid.rbo <= fid.ceiling
+    counts = p3.item_user_counts(split.train, ds.n_items)
+    assert int(counts.sum()) == split.train[["user", "item"]].drop_duplicates().shape[0]
