@@ -8,6 +8,7 @@ Bussmann et al.), ``p3`` and ``matryoshka`` (P3). Train with :func:`train_sae`; 
 from recsae_core.sae.base import RowStats, SAEOutput, SparseAutoencoder
 from recsae_core.sae.config import (
     BatchTopKConfig,
+    EpochSelection,
     MatryoshkaConfig,
     P3Config,
     ReluL1Config,
@@ -40,6 +41,7 @@ __all__ = [
     "BatchTopKConfig",
     "BatchTopKSAE",
     "EmbeddingScorer",
+    "EpochSelection",
     "MatryoshkaConfig",
     "MatryoshkaSAE",
     "P3Config",

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BatchTopKConfig",
+    "EpochSelection",
     "MatryoshkaConfig",
     "P3Config",
     "ReluL1Config",
@@ -29,6 +30,8 @@ INPUT_NORMS = ("none", "scalar")
 RECON_LOSSES = ("squared", "unsquared")
 PRED_LOSSES = ("mse", "bce", "mse_prob")
 SAMPLINGS = ("replacement", "epochs")
+DECODER_NORMS = ("step", "epoch")
+SELECTION_MODES = ("max", "min")
 
 
 def _positive_int(obj: object, name: str) -> None:
@@ -115,7 +118,8 @@ class TopKConfig(SAEConfig):
 
     ``pre = ReLU(W_enc (x - b_dec) + b_enc)``, keep the ``k`` largest per row; loss = FVU +
     ``aux_coeff`` * AuxK, where the ``aux_k`` largest pre-activations of dead latents reconstruct the
-    (detached) residual, scaled by ``min(#dead / aux_k, 1)``. Decoder atoms kept at unit norm.
+    (detached) residual, scaled by ``min(#dead / aux_k, 1)``. Decoder atoms kept at unit norm
+    (``decoder_norm`` says when).
     """
 
     architecture: ClassVar[str] = "topk"
@@ -128,9 +132,17 @@ class TopKConfig(SAEConfig):
     """Dead latents used by AuxK; ``None`` = ``d_in // 2`` (Gao et al. App. B.1 heuristic; P2: 32)."""
     aux_coeff: float = 1 / 32
     """AuxK weight (P2 and Gao et al.: 1/32)."""
+    decoder_norm: str = "step"
+    """When decoder atoms are brought back to unit norm. ``"step"`` (default): the gradient component
+    parallel to each atom is removed before every optimiser step and the atoms are renormalised after it
+    (Gao et al./OpenAI, sparsify, P1's ``dictionary_learning``): the atoms are exactly unit norm whenever
+    the SAE is read, which the default keeps for every architecture alike. ``"epoch"``: P2's schedule
+    (RecSAE ``sae.py``, papers.md §2.3): atoms set to unit norm at initialisation and at the start of every
+    epoch, with no gradient projection, so norms drift within an epoch (needs ``TrainConfig.epochs``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _choice(self, "decoder_norm", DECODER_NORMS)
         _positive_int(self, "k")
         if self.k > self.n_latents:
             raise ValueError(f"{type(self).__name__}.k={self.k} exceeds n_latents={self.n_latents}")
@@ -263,6 +275,33 @@ class MatryoshkaConfig(P3Config):
 
 
 @dataclass
+class EpochSelection:
+    """Best-epoch selection and early stopping for :func:`~recsae_core.sae.trainer.train_sae` (P2: dev
+    NDCG@5 with the SAE spliced in, best epoch kept, early stop 10; papers.md §2.3).
+
+    After every epoch the trainer records one row of per-epoch metrics (its own, plus those returned by
+    ``epoch_callback``); the SAE of the epoch with the best ``metric`` is restored when training ends.
+    Only a *strictly* better value replaces the best epoch, so among equal values the earliest is kept.
+    """
+
+    metric: str
+    """Key of the per-epoch record to select on, e.g. ``"dev_ndcg@5"`` from the callback, or the
+    trainer's own ``"loss"``, ``"fvu"``, ``"dead_latents"``."""
+    mode: str = "max"
+    """``"max"``: larger is better (accuracy); ``"min"``: smaller is better (loss)."""
+    patience: int | None = None
+    """Stop after this many epochs in a row without a strictly better value (P2 ``--early_stop`` 10:
+    the run stops at epoch ``best + patience``); ``None`` runs every epoch."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metric, str) or not self.metric:
+            raise ValueError(f"EpochSelection.metric must be a non-empty metric name, got {self.metric!r}")
+        _choice(self, "mode", SELECTION_MODES)
+        if self.patience is not None:
+            _positive_int(self, "patience")
+
+
+@dataclass
 class TrainConfig:
     """Optimisation settings shared by every architecture (:func:`~recsae_core.sae.trainer.train_sae`)."""
 
@@ -297,6 +336,12 @@ class TrainConfig:
     fused: bool = True
     """Use the fused training kernels (:mod:`recsae_core.sae.kernels`); False = the modules' autograd
     forward (the reference the kernels are tested against)."""
+    aux_start_epoch: int = 1
+    """First epoch (1-based) whose loss includes AuxK (P2: 2, after one epoch has shown which latents are
+    dead). 1 = from the first step (default; with the default ``dead_after`` of one pass no latent can be
+    dead before epoch 2 anyway). Values above 1 need ``epochs``."""
+    selection: EpochSelection | None = None
+    """Best-epoch selection and early stopping (P2); needs ``epochs``. ``None``: the last step's SAE."""
 
     def __post_init__(self) -> None:
         _positive_int(self, "steps")
@@ -325,3 +370,10 @@ class TrainConfig:
         _choice(self, "sampling", SAMPLINGS)
         if self.dead_after is not None:
             _positive_int(self, "dead_after")
+        _positive_int(self, "aux_start_epoch")
+        if isinstance(self.selection, dict):
+            self.selection = EpochSelection(**self.selection)
+        if self.selection is not None and not isinstance(self.selection, EpochSelection):
+            raise ValueError(
+                f"TrainConfig.selection must be an EpochSelection or None, got {self.selection!r}"
+            )

@@ -14,9 +14,21 @@ recommender's logits on original vs reconstructed user and item embeddings; grad
 frozen scorer into the SAE (P3). MSE terms of P3 are means over entries (``nn.MSELoss``).
 
 Bookkeeping: linear LR warm-up (P1) and optional linear decay; unit-norm decoder atoms for
-``relu_l1``/``topk``/``batch_topk`` (parallel gradient removed before the step, renormalised after);
-dead latents = no activation for ``dead_after`` training rows; BatchTopK's inference threshold = EMA of
-the smallest selected positive activation; NaN/inf loss -> :class:`SAEDivergenceError` naming the step.
+``relu_l1``/``topk``/``batch_topk`` (parallel gradient removed before the step, renormalised after; or,
+with ``decoder_norm="epoch"``, renormalised at the start of every epoch as P2 does); dead latents = no
+activation for ``dead_after`` training rows; BatchTopK's inference threshold = EMA of the smallest selected
+positive activation; NaN/inf loss -> :class:`SAEDivergenceError` naming the step.
+
+Epochs (P2, papers.md §2.3): with ``TrainConfig.epochs`` set, an epoch is ``ceil(n_rows / batch_size)``
+steps whose last batch holds the remaining rows (with ``sampling="epochs"`` one epoch is exactly one
+permutation). Per-epoch bookkeeping (``epoch_callback``, ``TrainConfig.selection``, ``aux_start_epoch``,
+``decoder_norm="epoch"``) records one row per epoch in :attr:`SAETrainResult.epoch_history`: ``epoch``,
+``step``, mean ``loss`` and ``fvu`` over the epoch's steps, ``dead_latents`` (latents that never fired
+during the epoch: P2's definition), ``dead_fraction`` (the rolling ``dead_after`` rule), ``seconds``, and
+whatever the callback returns (e.g. P2's dev NDCG@5 with the SAE spliced in).
+
+Deviation from P2: AuxK's dead set follows the rolling ``dead_after`` rule (default: one pass of rows
+without firing) instead of being frozen at each epoch start to "never fired in the previous epoch".
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ from tqdm.auto import tqdm
 from recsae_core.errors import RecsaeError
 from recsae_core.sae import kernels
 from recsae_core.sae.base import SparseAutoencoder
-from recsae_core.sae.config import SAEConfig, TrainConfig
+from recsae_core.sae.config import EpochSelection, SAEConfig, TrainConfig
 from recsae_core.sae.p3 import P3SAE, call_scorer
 from recsae_core.sae.registry import from_config
 from recsae_core.sae.topk import BatchTopKSAE, TopKSAE
@@ -188,13 +200,22 @@ class SAETrainResult:
     """What :func:`train_sae` returns.
 
     Attributes:
-        sae: the trained SAE (eval mode, on the training device).
+        sae: the trained SAE (eval mode, on the training device); with ``TrainConfig.selection``, the SAE
+            of the best epoch.
         history: one dict per logged step (``step``, ``loss``, ``fvu``, ``l0``, ``dead_fraction``, ``lr``
             and the loss terms of the architecture).
-        train_config: the settings used; ``steps`` the steps run; ``seconds`` wall time of the loop.
+        train_config: the settings used; ``steps`` the steps run (fewer than planned after an early stop);
+            ``seconds`` wall time of the loop (callbacks included).
         rows_per_second: training rows processed per second.
-        steps_since_fired: ``(m,)`` training rows since each latent last fired.
-        dead_fraction: share of latents dead at the end (``steps_since_fired >= dead_after``).
+        rows_since_fired: ``(m,)`` training rows since each latent last fired (at the best epoch's end
+            when a best epoch was restored).
+        dead_after: the ``dead_after`` rule used (rows).
+        dead_fraction: share of latents dead for the returned SAE (``rows_since_fired >= dead_after``).
+        epoch_history: one dict per epoch when per-epoch bookkeeping is on (see the module docstring),
+            else empty.
+        best_epoch: the epoch (1-based) whose SAE was restored by ``TrainConfig.selection``, else ``None``.
+        stopped_early: the selection's patience ran out before the last planned epoch.
+        meta: provenance (seed, device, fused).
     """
 
     sae: SparseAutoencoder
@@ -207,6 +228,9 @@ class SAETrainResult:
     dead_after: int
     dead_fraction: float
     meta: dict[str, Any] = field(default_factory=dict)
+    epoch_history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
 
 
 class _Forward(NamedTuple):
@@ -492,6 +516,7 @@ def train_sae(
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    epoch_callback: Callable[[int, SparseAutoencoder], dict[str, float] | None] | None = None,
     num_threads: int | str | None = "auto",
 ) -> SAETrainResult:
     """Train an SAE on activations.
@@ -508,6 +533,9 @@ def train_sae(
         seed: seeds the initialisation and the row sampling (same seed -> same numbers on one machine).
         progress: show a tqdm bar with loss, L0 and FVU.
         callback: called as ``callback(step, record)`` at every logged step.
+        epoch_callback: called as ``epoch_callback(epoch, sae)`` at the end of every epoch (1-based) with
+            the live SAE in eval mode (put back in train mode afterwards); the metrics it returns join
+            that epoch's record (P2: dev NDCG@5 with the SAE spliced in). Needs ``TrainConfig.epochs``.
         num_threads: torch intra-op threads while training (restored afterwards). ``"auto"``: one thread
             when ``batch_size * n_latents <= 2**20`` (small steps gain nothing from threads) or when the
             1-minute load average already reaches the CPU count (other processes hold the cores: OpenMP
@@ -516,7 +544,9 @@ def train_sae(
 
     Raises:
         SAEDivergenceError: the loss became NaN/inf (the message names the step and suggests a lower LR).
-        ValueError: inconsistent inputs (widths, P3 without a scorer, a folded SAE trained with unit norms).
+        ValueError: inconsistent inputs (widths, P3's prediction loss without a scorer or on plain rows, a
+            folded SAE trained with unit norms, per-epoch options without whole ``epochs``, a selection
+            metric missing from the epoch record).
     """
     tc = train_config or TrainConfig()
     dev = resolve_device(device)
@@ -556,12 +586,14 @@ def train_sae(
 
     cfg: Any = sae.cfg
     if isinstance(sae, P3SAE):
-        if cfg.beta > 0 and isinstance(data, TwoTowerData) and scorer is None:
-            raise ValueError("P3's prediction loss (beta > 0) needs scorer=...: e.g. two_tower_scorer(model)")
-        if cfg.beta > 0 and not isinstance(data, TwoTowerData) and scorer is not None:
+        if cfg.beta > 0 and isinstance(data, torch.Tensor):
             raise ValueError(
-                "a scorer needs user and item embeddings: pass TwoTowerData(user_emb, item_emb, pairs)"
+                f"{type(cfg).__name__}.beta={cfg.beta} asks for P3's prediction loss, which needs user and item "
+                "embeddings and a scorer: pass TwoTowerData(user_emb, item_emb) with scorer=..., or set "
+                "beta=0 to train on plain (N, d) rows with the reconstruction loss only"
             )
+        if cfg.beta > 0 and scorer is None:
+            raise ValueError("P3's prediction loss (beta > 0) needs scorer=...: e.g. two_tower_scorer(model)")
     elif scorer is not None:
         raise ValueError(f"scorer= is only used by P3-style SAEs, not {sae.architecture!r}")
 
@@ -572,10 +604,21 @@ def train_sae(
             raise ValueError("TrainConfig.epochs needs a dataset with a length; set steps instead")
         steps = max(1, math.ceil(tc.epochs * n_rows / tc.batch_size))
     dead_after = tc.dead_after or (min(n_rows, MAX_DEAD_AFTER) if n_rows else 1_000_000)
+    renorm_epoch = sae.unit_norm_decoder and getattr(cfg, "decoder_norm", "step") == "epoch"
+    renorm_step = sae.unit_norm_decoder and not renorm_epoch
+    epoch_len = None  # steps per epoch when per-epoch bookkeeping is on
+    if epoch_callback is not None or tc.selection is not None or tc.aux_start_epoch > 1 or renorm_epoch:
+        if tc.epochs is None or tc.epochs != int(tc.epochs):
+            raise ValueError(
+                "epoch_callback, TrainConfig.selection, aux_start_epoch > 1 and decoder_norm='epoch' work on "
+                f"whole epochs: set TrainConfig.epochs to a whole number (got epochs={tc.epochs})"
+            )
+        epoch_len = math.ceil(n_rows / tc.batch_size)
+        steps = int(tc.epochs) * epoch_len
 
     if sae.has_input_norm and float(sae.input_std) == 1.0 and float(sae.input_mean) == 0.0:
         _fit_scalar_norm(sae, data, gen, source.next)
-    if sae.unit_norm_decoder:
+    if renorm_step:
         norms = sae.decoder_norms()
         if (norms - 1).abs().max() > 1e-3:
             raise ValueError(
@@ -592,6 +635,7 @@ def train_sae(
     history: list[dict[str, float]] = []
     uses_aux = isinstance(sae, TopKSAE | BatchTopKSAE) and cfg.aux_coeff > 0
     rows_seen = 0
+    epochs = _EpochLog(sae.n_latents, dev, tc.selection)
 
     bar = tqdm(total=steps, desc=f"SAE {sae.architecture}", disable=not progress, leave=False)
     if num_threads == "auto":
@@ -602,8 +646,17 @@ def train_sae(
             lr = _lr_at(step, tc, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            batch = source.next(tc.batch_size)
-            dead_idx = torch.nonzero(since_fired >= dead_after).squeeze(1) if uses_aux else None
+            b = tc.batch_size
+            epoch = 1
+            if epoch_len is not None:
+                epoch, in_epoch = divmod(step, epoch_len)
+                epoch += 1
+                b = min(b, n_rows - in_epoch * b)  # the epoch's last batch holds the remaining rows
+                if in_epoch == 0 and renorm_epoch:
+                    sae.set_decoder_norm_to_unit_norm_()  # P2: at init and at the start of every epoch
+            batch = source.next(b)
+            aux_on = uses_aux and epoch >= tc.aux_start_epoch
+            dead_idx = torch.nonzero(since_fired >= dead_after).squeeze(1) if aux_on else None
             out = _step_loss(sae, batch, dead_idx, scorer, tc.fused, ws)
             loss_value = out.loss.detach().item()
             if not math.isfinite(loss_value):
@@ -613,12 +666,12 @@ def train_sae(
                 )
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
-            if sae.unit_norm_decoder:
+            if renorm_step:
                 sae.remove_parallel_decoder_grad_()
             if tc.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
-            if sae.unit_norm_decoder:
+            if renorm_step:
                 sae.set_decoder_norm_to_unit_norm_()
             with torch.no_grad():
                 since_fired += out.n_rows
@@ -640,9 +693,28 @@ def train_sae(
                 if callback is not None:
                     callback(step + 1, rec)
             bar.update(1)
+            if epoch_len is not None:
+                epochs.add_step(loss_value, out)
+                if (step + 1) % epoch_len == 0:
+                    extra = None
+                    if epoch_callback is not None:
+                        sae.eval()
+                        extra = epoch_callback(epoch, sae)
+                        sae.train()
+                    rec = epochs.end_epoch(
+                        epoch, step + 1, since_fired, dead_after, time.perf_counter() - t0, extra
+                    )
+                    if epochs.should_stop(epoch, sae, since_fired):
+                        epochs.stopped_early = step + 1 < steps
+                        steps = step + 1
+                        break
+                    bar.set_postfix(epoch=epoch, **{k: f"{v:.4g}" for k, v in rec.items() if k in _BAR_KEYS})
     bar.close()
     seconds = time.perf_counter() - t0
     ws.clear()
+    if epochs.best_state is not None:
+        sae.load_state_dict(epochs.best_state)
+        since_fired = epochs.best_since_fired
     sae.eval()
     dead = since_fired >= dead_after
     return SAETrainResult(
@@ -656,7 +728,86 @@ def train_sae(
         dead_after=int(dead_after),
         dead_fraction=float(dead.double().mean()),
         meta={"seed": seed, "device": str(dev), "fused": tc.fused},
+        epoch_history=epochs.history,
+        best_epoch=epochs.best_epoch,
+        stopped_early=epochs.stopped_early,
     )
+
+
+_BAR_KEYS = ("loss", "dead_latents")
+
+
+class _EpochLog:
+    """Per-epoch records, best-epoch snapshot and early stopping (:class:`EpochSelection`; P2)."""
+
+    def __init__(self, n_latents: int, dev: torch.device, selection: EpochSelection | None) -> None:
+        self.selection = selection
+        self.fired_M = torch.zeros(n_latents, dtype=torch.bool, device=dev)
+        self.loss_sum = self.fvu_sum = 0.0
+        self.n_steps = 0
+        self.history: list[dict[str, float]] = []
+        self.best_epoch: int | None = None
+        self.best_value = math.nan
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_since_fired: torch.Tensor | None = None
+        self.stopped_early = False
+
+    def add_step(self, loss: float, out: _Step) -> None:
+        self.loss_sum += loss
+        self.fvu_sum += float(out.terms["fvu"].detach())
+        self.n_steps += 1
+        self.fired_M |= out.fwd.fired_M
+
+    def end_epoch(
+        self,
+        epoch: int,
+        step: int,
+        since_fired: torch.Tensor,
+        dead_after: int,
+        seconds: float,
+        extra: dict[str, float] | None,
+    ) -> dict[str, float]:
+        rec = {
+            "epoch": float(epoch),
+            "step": float(step),
+            "loss": self.loss_sum / self.n_steps,
+            "fvu": self.fvu_sum / self.n_steps,
+            "dead_latents": float((~self.fired_M).sum()),
+            "dead_fraction": float((since_fired >= dead_after).double().mean()),
+            "seconds": seconds,
+        }
+        if extra:
+            rec.update({str(k): float(v) for k, v in extra.items()})
+        self.history.append(rec)
+        self.fired_M.zero_()
+        self.loss_sum = self.fvu_sum = 0.0
+        self.n_steps = 0
+        return rec
+
+    def should_stop(self, epoch: int, sae: SparseAutoencoder, since_fired: torch.Tensor) -> bool:
+        """Keep a snapshot of a strictly better epoch; True when the patience has run out."""
+        sel = self.selection
+        if sel is None:
+            return False
+        rec = self.history[-1]
+        if sel.metric not in rec:
+            raise ValueError(
+                f"EpochSelection.metric={sel.metric!r} is not in the epoch record; it has {sorted(rec)} "
+                "(return the metric from epoch_callback)"
+            )
+        value = rec[sel.metric]
+        better = value > self.best_value if sel.mode == "max" else value < self.best_value
+        if not math.isnan(value) and (self.best_epoch is None or better):
+            self.best_epoch, self.best_value = epoch, value
+            self.best_state = {k: t.detach().clone() for k, t in sae.state_dict().items()}
+            self.best_since_fired = since_fired.clone()
+        if (
+            sel.patience is not None
+            and self.best_epoch is not None
+            and epoch - self.best_epoch >= sel.patience
+        ):
+            return True
+        return False
 
 
 def _record(

@@ -1,0 +1,207 @@
+"""P2 (RecSAE, papers.md §2): the ``sasrec.final`` site, the trainer's epoch schedule (P2 decoder
+renormalisation, epoch callback, best-epoch selection, early stopping, AuxK from epoch 2), the P2 training
+protocol on a planted world, and its plots."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import recsae_core.sae as S
+from recsae_core.models.base import UserBatch
+from recsae_core.models.sasrec import SASRec, SASRecConfig
+
+D, M = 16, 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def topk_cfg(**kw) -> S.TopKConfig:
+    return S.TopKConfig(**{"d_in": D, "n_latents": M, "k": 4, **kw})
+
+
+def epoch_tc(**kw) -> S.TrainConfig:
+    base = dict(epochs=4, batch_size=32, lr=3e-3, warmup_steps=0, sampling="epochs", log_every=1)
+    return S.TrainConfig(**{**base, **kw})
+
+
+def rows(n: int = 100, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, D, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------------------- sasrec.final
+@pytest.mark.parametrize("n_blocks", [1, 2])
+def test_sasrec_final_site_reproduces_score_exactly(n_blocks):
+    torch.manual_seed(0)
+    model = SASRec(8, 30, SASRecConfig(d=16, n_blocks=n_blocks, n_heads=2, maxlen=10)).eval()
+    g = torch.Generator().manual_seed(1)
+    seqs = torch.randint(1, 31, (9, 10), generator=g)
+    seqs[:4, :5] = 0  # left padding
+    batch = UserBatch(torch.arange(9), seqs)
+    rep = model.representation("sasrec.final", batch)
+    assert rep.shape == (9, 10, 16) and "sasrec.final" in model.sites
+    assert torch.equal(model.score_from("sasrec.final", rep, batch), model.score(batch))
+    assert torch.equal(rep[:, -1], model.representation("sasrec.last", batch))
+    # every position is the final LayerNorm of the last block's output
+    block = model.representation(f"sasrec.block{n_blocks - 1}", batch)
+    assert torch.allclose(rep[:, :-1], model.final_ln(block[:, :-1]), atol=1e-6)
+    # only the last position reaches the scores
+    edited = rep.clone()
+    edited[:, :-1] = 0.0
+    assert torch.equal(model.score_from("sasrec.final", edited, batch), model.score(batch))
+
+
+# -------------------------------------------------------------------------------- decoder norm schedule
+def _norm_trace(decoder_norm: str) -> tuple[list[int], list[float], list[float]]:
+    """Steps at which atoms were renormalised, max |norm - 1| right after each renormalisation, and
+    after every optimiser step."""
+    torch.manual_seed(0)
+    sae = S.from_config(topk_cfg(decoder_norm=decoder_norm))
+    calls: list[int] = []
+    after_renorm: list[float] = []
+    after_step: list[float] = []
+    original = sae.set_decoder_norm_to_unit_norm_
+
+    def spy() -> None:
+        original()
+        calls.append(len(after_step))
+        after_renorm.append(float((sae.decoder_norms() - 1).abs().max()))
+
+    sae.set_decoder_norm_to_unit_norm_ = spy  # type: ignore[method-assign]
+
+    def on_step(step: int, rec: dict[str, float]) -> None:
+        after_step.append(float((sae.decoder_norms() - 1).abs().max()))
+
+    S.train_sae(sae, rows(), epoch_tc(), callback=on_step, progress=False)
+    return calls, after_renorm, after_step
+
+
+def test_epoch_decoder_norm_renormalises_at_each_epoch_start_only():
+    calls, after_renorm, after_step = _norm_trace("epoch")
+    epoch_len = math.ceil(100 / 32)
+    assert calls == [0, epoch_len, 2 * epoch_len, 3 * epoch_len]  # init + start of every epoch
+    assert max(after_renorm) < 1e-6
+    assert len(after_step) == 4 * epoch_len
+    assert min(after_step) > 1e-4  # atoms drift within an epoch (no projection, no renormalisation)
+
+
+def test_step_decoder_norm_keeps_unit_norms_after_every_step():
+    calls, _, after_step = _norm_trace("step")
+    assert calls == list(range(len(after_step)))
+    assert max(after_step) < 1e-6
+
+
+def test_decoder_norm_is_validated_and_needs_whole_epochs():
+    with pytest.raises(ValueError, match="decoder_norm must be one of"):
+        topk_cfg(decoder_norm="never")
+    with pytest.raises(ValueError, match="whole number"):
+        S.train_sae(topk_cfg(decoder_norm="epoch"), rows(), S.TrainConfig(steps=5), progress=False)
+    with pytest.raises(ValueError, match="whole number"):
+        S.train_sae(topk_cfg(), rows(), epoch_tc(epochs=1.5, aux_start_epoch=2), progress=False)
+
+
+# ----------------------------------------------------------------------------- epoch callback, selection
+def test_epoch_callback_sees_the_live_sae_once_per_epoch():
+    seen: list[tuple[int, int, bool, torch.Tensor]] = []
+
+    def cb(epoch: int, sae: S.SparseAutoencoder) -> dict[str, float]:
+        seen.append((epoch, id(sae), sae.training, sae.W_enc.detach().clone()))
+        return {"probe": float(epoch) * 10}
+
+    res = S.train_sae(topk_cfg(), rows(), epoch_tc(), epoch_callback=cb, progress=False)
+    assert [s[0] for s in seen] == [1, 2, 3, 4]
+    assert {s[1] for s in seen} == {id(res.sae)} and not any(s[2] for s in seen)
+    assert not torch.equal(seen[0][3], seen[1][3])  # the weights it sees change: the live SAE
+    assert torch.equal(seen[-1][3], res.sae.W_enc)
+    h = res.epoch_history
+    assert [r["epoch"] for r in h] == [1, 2, 3, 4] and [r["probe"] for r in h] == [10, 20, 30, 40]
+    assert [r["step"] for r in h] == [4, 8, 12, 16]  # ceil(100 / 32) steps per epoch
+    assert all({"loss", "fvu", "dead_latents", "dead_fraction"} <= set(r) for r in h)
+    assert res.best_epoch is None and not res.stopped_early and res.steps == 16
+
+
+def _peaked(values: dict[int, float], snapshots: dict[int, dict[str, torch.Tensor]]):
+    def cb(epoch: int, sae: S.SparseAutoencoder) -> dict[str, float]:
+        snapshots[epoch] = {k: v.clone() for k, v in sae.state_dict().items()}
+        return {"dev": values[epoch]}
+
+    return cb
+
+
+def test_best_epoch_is_restored():
+    snaps: dict[int, dict[str, torch.Tensor]] = {}
+    cb = _peaked({1: 0.1, 2: 0.9, 3: 0.5, 4: 0.9, 5: 0.2}, snaps)  # tie at 4: the earlier epoch stays
+    tc = epoch_tc(epochs=5, selection=S.EpochSelection("dev", mode="max"))
+    res = S.train_sae(topk_cfg(), rows(), tc, epoch_callback=cb, progress=False)
+    assert res.best_epoch == 2 and len(res.epoch_history) == 5 and not res.stopped_early
+    for name, t in res.sae.state_dict().items():
+        assert torch.equal(t, snaps[2][name]), name
+    assert not torch.equal(snaps[2]["W_enc"], snaps[5]["W_enc"])
+    # mode="min" picks the smallest
+    snaps_min: dict[int, dict[str, torch.Tensor]] = {}
+    cb_min = _peaked({1: 0.1, 2: 0.9, 3: 0.5, 4: 0.9, 5: 0.2}, snaps_min)
+    tc_min = epoch_tc(epochs=5, selection=S.EpochSelection("dev", mode="min"))
+    res_min = S.train_sae(topk_cfg(), rows(), tc_min, epoch_callback=cb_min, progress=False)
+    assert res_min.best_epoch == 1 and torch.equal(res_min.sae.W_enc, snaps_min[1]["W_enc"])
+
+
+def test_early_stopping_stops_at_best_plus_patience():
+    snaps: dict[int, dict[str, torch.Tensor]] = {}
+    values = {e: (0.9 if e == 2 else 0.1 * e / 10) for e in range(1, 11)}
+    tc = epoch_tc(epochs=10, selection=S.EpochSelection("dev", patience=3))
+    res = S.train_sae(topk_cfg(), rows(), tc, epoch_callback=_peaked(values, snaps), progress=False)
+    assert [r["epoch"] for r in res.epoch_history] == [1, 2, 3, 4, 5]
+    assert res.stopped_early and res.best_epoch == 2 and res.steps == 5 * 4
+    assert torch.equal(res.sae.W_dec, snaps[2]["W_dec"])
+    with pytest.raises(ValueError, match="not in the epoch record"):
+        S.train_sae(topk_cfg(), rows(), epoch_tc(selection=S.EpochSelection("nope")), progress=False)
+    with pytest.raises(ValueError, match="patience must be a positive int"):
+        S.EpochSelection("dev", patience=0)
+
+
+def test_selection_on_the_trainers_own_metric_needs_no_callback():
+    res = S.train_sae(
+        topk_cfg(), rows(), epoch_tc(selection=S.EpochSelection("loss", mode="min")), progress=False
+    )
+    losses = [r["loss"] for r in res.epoch_history]
+    assert res.best_epoch == 1 + int(np.argmin(losses))
+
+
+def test_auxk_starts_at_the_configured_epoch_and_dead_latents_are_counted():
+    torch.manual_seed(0)
+    sae = S.from_config(topk_cfg())
+    with torch.no_grad():  # latents 0..9 can never win the top-k
+        sae.W_enc[:10] = 0.0
+        sae.b_enc[:10] = -100.0
+    res = S.train_sae(sae, rows(), epoch_tc(dead_after=16, aux_start_epoch=2), progress=False)
+    epoch_len = 4
+    first, later = res.history[:epoch_len], res.history[epoch_len:]
+    assert not any("auxk" in r for r in first)  # dead latents exist from step 1, but AuxK waits
+    assert all("auxk" in r for r in later)
+    assert all(r["dead_latents"] >= 10 for r in res.epoch_history)
+    # with the default (aux_start_epoch=1) AuxK enters as soon as a latent is dead
+    torch.manual_seed(0)
+    sae1 = S.from_config(topk_cfg())
+    with torch.no_grad():
+        sae1.W_enc[:10] = 0.0
+        sae1.b_enc[:10] = -100.0
+    res1 = S.train_sae(sae1, rows(), epoch_tc(dead_after=16), progress=False)
+    assert "auxk" in res1.history[1]
+
+
+def test_p3_on_plain_rows_with_a_prediction_loss_is_refused():
+    x = torch.randn(64, 20)
+    with pytest.raises(ValueError, match="beta=0"):
+        S.train_sae(S.P3Config(beta=1.0), x, S.TrainConfig(steps=2), progress=False)
+    with pytest.raises(ValueError, match="beta=0"):
+        S.train_sae(S.MatryoshkaConfig(d_in=20, beta=0.5), x, S.TrainConfig(steps=2), progress=False)
+    S.train_sae(S.P3Config(beta=0.0), x, S.TrainConfig(steps=2, warmup_steps=0), progress=False)
