@@ -353,3 +353,116 @@ def test_ml100k_metadata_plumbing(shared_data):
     assert fid.mask_seen and 0 <= fid.rbo <= fid.ceiling
     counts = p3.item_user_counts(split.train, ds.n_items)
     assert int(counts.sum()) == split.train[["user", "item"]].drop_duplicates().shape[0]
+
+
+# ------------------------------------------------------------------------------------------- plots
+@pytest.fixture
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+def test_purity_styler_colours_purity_columns():
+    from recsae_core.viz import p3 as vp3
+
+    tab = pd.DataFrame(
+        {"neuron": [3, 1], "purity@10": [1.0, 0.2], "purity@50": [0.8, 0.1], "lift": [4.0, 1.1]},
+        index=pd.Index(["Horror", "Comedy"], name="label"),
+    )
+    html = vp3.purity_styler(tab).to_html()
+    assert html.count("background-color") >= 4 and "Horror" in html
+    with pytest.raises(ValueError, match="purity"):
+        vp3.purity_styler(tab[["neuron"]])
+
+
+def test_genre_profile_bars(plt):
+    from recsae_core.viz import p3 as vp3
+
+    prof = p3.genre_profiles(torch.rand(30, 5), np.eye(3, dtype=bool)[np.arange(30) % 3], ["a", "b", "c"])
+    fig = vp3.plot_genre_profiles(prof, [0, 2, 4], names=["x", "y", "z"])
+    assert len(fig.axes) == 3
+    ax = fig.axes[0]
+    assert len(ax.patches) == 3 and len(ax.lines) == 1 and ax.get_title() == "x"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+
+
+def test_popularity_plot_highlights_the_neuron(plt):
+    from recsae_core.viz import p3 as vp3
+
+    counts = torch.arange(50, 0, -1)
+    acts = torch.rand(50, 4, generator=torch.Generator().manual_seed(0))
+    acts[:, 1] = counts.float()
+    pop = p3.popularity_neuron(acts, counts, top=5)
+    fig = vp3.plot_popularity(pop.table, n_items=50)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4 and len(ax.lines) == 1
+    colours = [p.get_facecolor() for p in ax.patches]
+    assert colours[1] != colours[0] and colours[0] == colours[2]
+
+
+def test_decade_plot_one_line_per_neuron_plus_catalogue(plt):
+    from recsae_core.viz import p3 as vp3
+
+    dec = pd.Series([1970, 1980, 1990] * 10)
+    prof = p3.decade_profiles(torch.rand(30, 4, generator=torch.Generator().manual_seed(1)), dec, top=10)
+    fig = vp3.plot_decade_profiles(prof, [0, 3])
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3 and ax.lines[-1].get_linestyle() == "--"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1970s", "1980s", "1990s"]
+
+
+def test_beta_curves_three_panels_lines_per_model_and_ceiling(plt):
+    from recsae_core.viz import p3 as vp3
+
+    rows = [
+        {"model": m, "beta": b, "rbo": 0.5 + b / 10, "kendall_tau": b / 5, "ms": 0.3, "rbo_ceiling": 0.958}
+        for m in ("MF", "NCF")
+        for b in (0.0, 1.0, 2.0)
+    ]
+    fig = vp3.plot_beta_curves(pd.DataFrame(rows), hue="model")
+    assert len(fig.axes) == 3
+    rbo_ax = fig.axes[0]
+    assert len(rbo_ax.lines) == 3  # MF, NCF, ceiling
+    ceiling = rbo_ax.lines[-1]
+    assert ceiling.get_linestyle() == "--" and ceiling.get_ydata()[0] == pytest.approx(0.958)
+    assert len(fig.axes[1].lines) == 2 and len(fig.axes[2].lines) == 2
+
+
+def test_matryoshka_view(plt):
+    from recsae_core.viz import p3 as vp3
+
+    summary = pd.DataFrame(
+        {
+            "prefix": [2, 6],
+            "latents": ["0-1", "2-5"],
+            "entropy": [1.2, 0.1],
+            "distinct_labels": [4.0, 1.0],
+            "mean_pop_rank": [10.0, 40.0],
+        }
+    )
+    fig = vp3.plot_matryoshka(summary)
+    assert len(fig.axes) == 3 and all(len(ax.patches) == 2 for ax in fig.axes)
+    assert fig.axes[0].get_xticklabels()[1].get_text() == "2-5\n(prefix 6)"
+
+
+def test_intervention_bars_and_accuracy_axis(plt):
+    from recsae_core.viz import p3 as vp3
+
+    df = pd.DataFrame(
+        {
+            "setting": ["original", "1", "2"],
+            "value": [np.nan, 1.0, 2.0],
+            "share": [0.1, 0.2, 0.4],
+            "ndcg@10": [0.3, 0.28, 0.2],
+        }
+    )
+    fig = vp3.plot_intervention(df, ylabel="Horror share of top-30")
+    assert len(fig.axes) == 2  # bars + the NDCG twin axis
+    assert len(fig.axes[0].patches) == 3 and fig.axes[0].patches[2].get_height() == pytest.approx(40.0)
+    assert len(fig.axes[1].lines) == 1
+    assert len(vp3.plot_intervention(df, accuracy=None).axes) == 1

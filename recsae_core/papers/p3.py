@@ -103,7 +103,7 @@ def default_mask_seen(model: torch.nn.Module) -> bool:
 
 
 def _users(users: torch.Tensor | Sequence[int] | np.ndarray) -> torch.Tensor:
-    u = torch.as_tensor(np.asarray(users), dtype=torch.int64).reshape(-1)
+    u = torch.tensor(np.asarray(users), dtype=torch.int64).reshape(-1)
     if len(u) == 0:
         raise ValueError("no users given")
     return u
@@ -264,7 +264,7 @@ def fidelity(
 
 # ---------------------------------------------------------------------------------- labels (Table 1)
 def _label_matrix(item_labels: np.ndarray | torch.Tensor, n_items: int) -> torch.Tensor:
-    lab = torch.as_tensor(np.asarray(item_labels)).bool()
+    lab = torch.tensor(np.asarray(item_labels)).bool()
     if lab.ndim == 1:
         lab = lab[:, None]
     if lab.shape[0] != n_items:
@@ -572,7 +572,7 @@ def label_heavy_users(
 ) -> torch.Tensor:
     """The ``n`` users with the highest share of a label in their history (P3 §3.7: 20 Romance-/Horror-heavy
     test users). ``users`` restricts the candidates (e.g. the held-out users); ties go to the lower user id."""
-    lab = torch.as_tensor(np.asarray(label_col)).bool().numpy().reshape(-1)
+    lab = torch.tensor(np.asarray(label_col)).bool().numpy().reshape(-1)
     h = history[["user", "item"]].drop_duplicates()
     if users is not None:
         h = h[h["user"].isin(_users(users).numpy())]
@@ -612,7 +612,7 @@ def _ndcg(
         return float("nan")
     rows = torch.as_tensor([pos[int(x)] for x in t["user"]], dtype=torch.int64)
     mask = None if seen is None else seen.mask(users)[rows]
-    items = torch.as_tensor(t["item"].to_numpy(), dtype=torch.int64)
+    items = torch.tensor(t["item"].to_numpy(), dtype=torch.int64)
     return rank_metrics(scores_UI[rows], items, mask, ks=(k,))[f"ndcg@{k}"]
 
 
@@ -714,7 +714,7 @@ def steer_users(
     seen = _seen(model, history, mask_seen)
     model.eval()
     u = _users(users)
-    lab = torch.as_tensor(np.asarray(label_col)).bool().reshape(-1)
+    lab = torch.tensor(np.asarray(label_col)).bool().reshape(-1)
     if len(lab) != model.n_items:
         raise ValueError(f"label_col has {len(lab)} entries, the model {model.n_items} items")
     mask = None if seen is None else seen.mask(u)
