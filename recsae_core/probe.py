@@ -34,6 +34,7 @@ from recsae_core.utils import atomic_path, atomic_write_json, resolve_device
 
 __all__ = [
     "ActivationSet",
+    "activation_cache_key",
     "apply_to_site",
     "collect_activations",
     "model_fingerprint",
@@ -120,6 +121,23 @@ def _data_hash(batches: Sequence[UserBatch]) -> str:
     return h.hexdigest()[:16]
 
 
+def _activation_key(model: Recommender, site: str, batches: Sequence[UserBatch], positions: str) -> str:
+    return f"{site}|{positions}|{model_fingerprint(model)}|{_data_hash(batches)}"
+
+
+def activation_cache_key(
+    model: Recommender,
+    site: str,
+    data: UserBatch | Iterable[UserBatch],
+    *,
+    positions: str = "all",
+    batch_size: int = 256,
+) -> str:
+    """The key :func:`collect_activations` stores in ``meta["cache_key"]``: site, positions mode, model
+    state and the users' histories (what determines the rows)."""
+    return _activation_key(model, site, _batches(data, batch_size)[0], positions)
+
+
 @torch.no_grad()
 def collect_activations(
     model: Recommender,
@@ -152,7 +170,7 @@ def collect_activations(
         raise ValueError("no users to collect activations for")
     key = None
     if cache is not None:
-        key = f"{site}|{positions}|{model_fingerprint(model)}|{_data_hash(batches)}"
+        key = _activation_key(model, site, batches, positions)
         meta_path = Path(cache).with_name(Path(cache).name + ".json")
         if meta_path.exists():
             try:

@@ -1,0 +1,340 @@
+"""Train an SAE once, report on it once: the trained-SAE cache and SAELens-style evaluation.
+
+* :func:`cached_activations` — :func:`recsae_core.probe.collect_activations` stored under the artifact
+  cache (``<cache_dir>/activations/<site>-<positions>-<key>``).
+* :func:`cached_sae` — :func:`recsae_core.sae.train_sae` (or any zero-argument training function) with an
+  on-disk cache, the counterpart of :func:`recsae_core.cache.cached_fit`. The key hashes everything that
+  determines the trained SAE (see :func:`sae_cache_key`): the rows (the base model's fingerprint, the site,
+  the positions mode and the users' histories when the rows come from :func:`cached_activations` /
+  ``collect_activations``, else a content hash), the SAE and train configs, the seed, P3's scorer (its
+  recommender's fingerprint), a fingerprint of the SAE-training source (:data:`SAE_TRAINING_MODULES`) and a
+  caller's ``key_extra`` (e.g. a dev-selection protocol, P2 §2.4).
+* :func:`evaluate_sae` → :class:`SAEReport` — reconstruction (P1 §4.4: explained variance, FVU), sparsity
+  (L0, dead and dense latents), full-ranking accuracy with the SAE spliced in (P2 §2.5, papers.md §4.3) and
+  label alignment of features vs raw neurons (P1 §4.1-4.2), as SAELens's ``run_evals`` does for LMs.
+
+Layout of a cached SAE, ``<cache_dir>/sae/<architecture>-<key>/``: ``sae.safetensors`` + ``sae.json``
+(:func:`recsae_core.sae.save_sae`, unfolded so the reloaded SAE is the trained one bit for bit),
+``rows_since_fired.safetensors``, ``history.json`` and ``result.json`` (the other result fields; written
+last, so its presence marks a complete entry). An entry is assembled in a temporary directory and renamed
+into place; an entry that fails to load (corrupt or partial) is deleted and retrained, never half-loaded.
+``cache_dir`` defaults to :func:`recsae_core.cache.default_cache_dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import recsae_core
+from recsae_core import probe
+from recsae_core.cache import default_cache_dir
+from recsae_core.models.base import Recommender, UserBatch
+from recsae_core.sae import (
+    SAEConfig,
+    SAETrainResult,
+    TrainConfig,
+    TwoTowerData,
+    config_from_dict,
+    load_sae,
+    save_sae,
+    train_sae,
+)
+from recsae_core.utils import atomic_write_json, sources_sha256, stable_hash
+
+__all__ = [
+    "SAE_TRAINING_MODULES",
+    "cached_activations",
+    "cached_sae",
+    "sae_cache_key",
+    "sae_source_fingerprint",
+]
+
+#: The modules whose code can change a trained SAE: exactly what training an SAE loads in a fresh
+#: interpreter (``import recsae_core.sae`` and a ``train_sae`` call of every architecture;
+#: tests/test_sae_eval.py checks that nothing outside this list is loaded). The counterpart of
+#: :data:`recsae_core.cache.TRAINING_MODULES`; editing this module, plots or probes keeps cached SAEs.
+SAE_TRAINING_MODULES: tuple[str, ...] = (
+    "recsae_core",
+    "recsae_core.errors",
+    "recsae_core.sae",
+    "recsae_core.sae.base",
+    "recsae_core.sae.config",
+    "recsae_core.sae.io",
+    "recsae_core.sae.kernels",
+    "recsae_core.sae.p3",
+    "recsae_core.sae.registry",
+    "recsae_core.sae.relu_l1",
+    "recsae_core.sae.topk",
+    "recsae_core.sae.trainer",
+    "recsae_core.utils",
+)
+
+#: Version of the on-disk layout of a cached SAE (part of the key: a new layout misses old entries).
+CACHE_FORMAT = 1
+SAE_STEM, RESULT, HISTORY, SINCE_FIRED = "sae", "result.json", "history.json", "rows_since_fired.safetensors"
+
+
+def sae_source_fingerprint() -> str:
+    """sha256 (16 hex) over the source files of :data:`SAE_TRAINING_MODULES`."""
+    root = Path(recsae_core.__file__).resolve().parent
+    files = [Path(importlib.import_module(name).__file__).resolve() for name in SAE_TRAINING_MODULES]
+    return sources_sha256(root, files)[:16]
+
+
+# ------------------------------------------------------------------------------------------ activations
+def cached_activations(
+    model: Recommender,
+    site: str,
+    data: UserBatch | Iterable[UserBatch],
+    *,
+    positions: str = "all",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> probe.ActivationSet:
+    """:func:`recsae_core.probe.collect_activations` stored under ``<cache_dir>/activations/``.
+
+    The file stem is ``<site>-<positions>-<key>`` with ``key`` a hash of
+    :func:`recsae_core.probe.activation_cache_key` (site, positions, model state, users' histories), so
+    different models or users never overwrite each other. ``meta["cache_key"]`` of the result is what
+    :func:`cached_sae` keys its rows by.
+    """
+    batches = data if isinstance(data, UserBatch) else list(data)
+    key = probe.activation_cache_key(model, site, batches, positions=positions, batch_size=batch_size)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    stem = root / "activations" / f"{_safe(site)}-{positions}-{stable_hash(key)}"
+    return probe.collect_activations(
+        model,
+        site,
+        batches,
+        positions=positions,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        cache=stem,
+    )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# --------------------------------------------------------------------------------------------- SAE key
+def _tensor_digest(t: torch.Tensor | None) -> str | None:
+    if t is None:
+        return None
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _rows_key(data: probe.ActivationSet | torch.Tensor | TwoTowerData) -> dict[str, Any]:
+    if isinstance(data, probe.ActivationSet):
+        key = data.meta.get("cache_key")
+        shape = list(data.acts.shape)
+        if key:  # site, positions, model fingerprint and the users' histories (probe.activation_cache_key)
+            return {"activations": key, "shape": shape}
+        return {"tensor": _tensor_digest(data.acts), "shape": shape}
+    if isinstance(data, TwoTowerData):
+        return {
+            "user_emb": _tensor_digest(data.user_emb),
+            "item_emb": _tensor_digest(data.item_emb),
+            "pairs": _tensor_digest(data.pairs),
+        }
+    if isinstance(data, torch.Tensor):
+        return {"tensor": _tensor_digest(data)}
+    raise TypeError(
+        f"cached_sae trains on an ActivationSet, a (N, d) tensor or TwoTowerData, got {type(data).__name__}"
+    )
+
+
+def _scorer_key(scorer: Callable[..., torch.Tensor] | None) -> dict[str, Any] | None:
+    """What determines a P3 scorer: its recommender's state (``probe.model_fingerprint`` of the module
+    :func:`recsae_core.sae.two_tower_scorer` attaches, or the scorer itself when it is a module), its
+    function's name and the simple values it closes over (e.g. ``pairwise``)."""
+    if scorer is None:
+        return None
+    module = scorer if isinstance(scorer, torch.nn.Module) else getattr(scorer, "module", None)
+    module = module if module is not None else getattr(scorer, "__self__", None)
+    closure = getattr(scorer, "__closure__", None) or ()
+    names = getattr(getattr(scorer, "__code__", None), "co_freevars", ())
+    simple = {
+        n: c.cell_contents
+        for n, c in zip(names, closure, strict=False)
+        if isinstance(c.cell_contents, bool | int | float | str)
+    }
+    return {
+        "module": probe.model_fingerprint(module) if isinstance(module, torch.nn.Module) else None,
+        "function": getattr(scorer, "__qualname__", type(scorer).__qualname__),
+        "closure": simple,
+    }
+
+
+def _sae_config_dict(sae_config: SAEConfig | Mapping[str, Any]) -> dict[str, Any]:
+    cfg = config_from_dict(dict(sae_config)) if isinstance(sae_config, Mapping) else sae_config
+    if not isinstance(cfg, SAEConfig):
+        raise TypeError(f"sae_config must be an SAE config or its dict, got {type(sae_config).__name__}")
+    return cfg.to_dict()
+
+
+def _train_config_dict(tc: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(tc)))  # tuples -> lists, as stored
+
+
+def sae_cache_key(
+    data: probe.ActivationSet | torch.Tensor | TwoTowerData,
+    sae_config: SAEConfig | Mapping[str, Any],
+    train_config: TrainConfig | None = None,
+    *,
+    seed: int = 0,
+    scorer: Callable[..., torch.Tensor] | None = None,
+    key_extra: Mapping[str, Any] | None = None,
+) -> str:
+    """The key of :func:`cached_sae` (16 hex): rows, SAE config, train config, seed, scorer, source, extra.
+
+    The rows of an :class:`~recsae_core.probe.ActivationSet` are named by ``meta["cache_key"]`` (site,
+    positions, model fingerprint, users' histories) when it has one, else hashed by content, as are plain
+    tensors and :class:`~recsae_core.sae.TwoTowerData` (embeddings and pairs). A set derived from another
+    (a subset, edited rows) must drop ``meta["cache_key"]``.
+    """
+    return stable_hash(
+        {
+            "format": CACHE_FORMAT,
+            "rows": _rows_key(data),
+            "sae": _sae_config_dict(sae_config),
+            "train": _train_config_dict(train_config or TrainConfig()),
+            "seed": int(seed),
+            "scorer": _scorer_key(scorer),
+            "source": sae_source_fingerprint(),
+            "extra": json.loads(json.dumps(dict(key_extra or {}), sort_keys=True)),
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------- SAE cache
+def _store(result: SAETrainResult, directory: Path, key: str) -> None:
+    save_sae(result.sae, directory / SAE_STEM, fold=False)
+    since = result.rows_since_fired.detach().cpu().contiguous()
+    save_file({"rows_since_fired": since}, str(directory / SINCE_FIRED))
+    atomic_write_json(directory / HISTORY, result.history)
+    info = {
+        "key": key,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "rows_per_second": result.rows_per_second,
+        "dead_after": result.dead_after,
+        "dead_fraction": result.dead_fraction,
+        "train_config": _train_config_dict(result.train_config),
+        "meta": {k: v for k, v in result.meta.items() if k not in ("cache_hit", "cache_key", "cache_path")},
+        "recsae_version": recsae_core.__version__,
+        "torch_version": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(directory / RESULT, info)  # last: marks the entry complete
+
+
+def _load(directory: Path, device: str | torch.device | None) -> SAETrainResult:
+    info = json.loads((directory / RESULT).read_text())
+    history = json.loads((directory / HISTORY).read_text())
+    since = load_file(str(directory / SINCE_FIRED))["rows_since_fired"]
+    sae = load_sae(directory / SAE_STEM, device=device)
+    return SAETrainResult(
+        sae=sae,
+        history=history,
+        train_config=TrainConfig(**info["train_config"]),
+        steps=int(info["steps"]),
+        seconds=float(info["seconds"]),
+        rows_per_second=float(info["rows_per_second"]),
+        rows_since_fired=since,
+        dead_after=int(info["dead_after"]),
+        dead_fraction=float(info["dead_fraction"]),
+        meta=dict(info["meta"]),
+    )
+
+
+def cached_sae(
+    data: probe.ActivationSet | torch.Tensor | TwoTowerData,
+    sae_config: SAEConfig | Mapping[str, Any],
+    train_config: TrainConfig | None = None,
+    *,
+    seed: int = 0,
+    scorer: Callable[..., torch.Tensor] | None = None,
+    key_extra: Mapping[str, Any] | None = None,
+    train_fn: Callable[[], SAETrainResult] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> SAETrainResult:
+    """:func:`recsae_core.sae.train_sae` with an on-disk cache: reload the SAE if trained before, else train
+    and store it (module docstring: key and layout).
+
+    Args:
+        data: the training rows: an :class:`~recsae_core.probe.ActivationSet` (P1, P2), a ``(N, d)`` tensor,
+            or :class:`~recsae_core.sae.TwoTowerData` (P3, §3.3).
+        sae_config, train_config, seed, scorer, device, progress: as :func:`~recsae_core.sae.train_sae`.
+        key_extra: JSON-able dict added to the key, e.g. ``{"protocol": "p2", "dev_metric": "ndcg@5"}``.
+        train_fn: on a miss, call this instead of ``train_sae`` (e.g. P2's per-epoch dev selection, §2.4);
+            it must return an :class:`~recsae_core.sae.SAETrainResult` and be determined by the arguments
+            that are keyed (pass its configs and ``key_extra`` here).
+        cache_dir: root of the cache (default :func:`recsae_core.cache.default_cache_dir`).
+
+    Returns:
+        The result; ``meta["cache_hit"]`` says whether it was loaded, ``meta["cache_key"]`` and
+        ``meta["cache_path"]`` where it lives. A hit has the same weights (bit for bit), history and fields
+        as the run that stored it (``meta`` values that are not JSON come back as strings).
+    """
+    cfg = _sae_config_dict(sae_config)
+    key = sae_cache_key(data, cfg, train_config, seed=seed, scorer=scorer, key_extra=key_extra)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = root / "sae" / f"{_safe(cfg['architecture'])}-{key}"
+    if (final / RESULT).is_file():
+        try:
+            result = _load(final, device)
+        except Exception:  # a corrupt or partial entry: retrain, never half-load
+            shutil.rmtree(final, ignore_errors=True)
+        else:
+            result.meta.update(cache_hit=True, cache_key=key, cache_path=str(final))
+            return result
+    elif final.exists():  # no result.json: an incomplete entry
+        shutil.rmtree(final, ignore_errors=True)
+
+    if train_fn is not None:
+        result = train_fn()
+        if not isinstance(result, SAETrainResult):
+            raise TypeError(f"train_fn must return an SAETrainResult, got {type(result).__name__}")
+    else:
+        rows = data.acts if isinstance(data, probe.ActivationSet) else data
+        result = train_sae(
+            cfg, rows, train_config, scorer=scorer, device=device, seed=seed, progress=progress
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        _store(result, tmp, key)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / RESULT).is_file():  # not a concurrent writer's complete entry: a real error
+                raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp)
+    result.meta.update(cache_hit=False, cache_key=key, cache_path=str(final))
+    return result
