@@ -228,18 +228,20 @@ def sae_cache_key(
 
 
 # ------------------------------------------------------------------------------------------- SAE cache
+_SEPARATE = ("sae", "rows_since_fired", "history", "train_config", "meta")
+
+
 def _store(result: SAETrainResult, directory: Path, key: str) -> None:
+    """Every field of ``result``: the SAE (unfolded), ``rows_since_fired``, the history, and the rest
+    (steps, seconds, rows/s, dead_after, dead_fraction, train_config, meta, per-epoch fields) as JSON."""
     save_sae(result.sae, directory / SAE_STEM, fold=False)
     since = result.rows_since_fired.detach().cpu().contiguous()
     save_file({"rows_since_fired": since}, str(directory / SINCE_FIRED))
     atomic_write_json(directory / HISTORY, result.history)
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in _SEPARATE}
     info = {
         "key": key,
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "rows_per_second": result.rows_per_second,
-        "dead_after": result.dead_after,
-        "dead_fraction": result.dead_fraction,
+        "fields": fields,
         "train_config": _train_config_dict(result.train_config),
         "meta": {k: v for k, v in result.meta.items() if k not in ("cache_hit", "cache_key", "cache_path")},
         "recsae_version": recsae_core.__version__,
@@ -258,13 +260,9 @@ def _load(directory: Path, device: str | torch.device | None) -> SAETrainResult:
         sae=sae,
         history=history,
         train_config=TrainConfig(**info["train_config"]),
-        steps=int(info["steps"]),
-        seconds=float(info["seconds"]),
-        rows_per_second=float(info["rows_per_second"]),
         rows_since_fired=since,
-        dead_after=int(info["dead_after"]),
-        dead_fraction=float(info["dead_fraction"]),
         meta=dict(info["meta"]),
+        **info["fields"],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -54,8 +55,9 @@ def test_cached_sae_miss_then_hit_is_identical_and_does_not_train(rows, tmp_path
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert b.history == a.history and len(a.history) == 3
     assert torch.equal(b.rows_since_fired, a.rows_since_fired)
-    for f in ("steps", "seconds", "rows_per_second", "dead_after", "dead_fraction", "train_config"):
-        assert getattr(b, f) == getattr(a, f), f
+    for f in dataclasses.fields(a):
+        if f.name not in ("sae", "rows_since_fired", "meta"):
+            assert getattr(b, f.name) == getattr(a, f.name), f.name
     assert b.meta["seed"] == a.meta["seed"] == 0
     x = rows[:64]
     assert torch.equal(a.sae(x).x_hat, b.sae(x).x_hat)
@@ -68,6 +70,21 @@ def test_cached_sae_miss_then_hit_is_identical_and_does_not_train(rows, tmp_path
         "sae.safetensors",
     ]
     assert [p.name for p in (tmp_path / "sae").iterdir()] == [entry.name]  # no temporary directory left
+
+
+def test_cached_sae_keeps_per_epoch_selection_fields(rows, tmp_path):
+    tc = S.TrainConfig(
+        epochs=3, batch_size=256, warmup_steps=2, sampling="epochs", selection=S.EpochSelection("fvu", "min")
+    )
+    a = sae_eval.cached_sae(rows, CFG, tc, cache_dir=tmp_path, progress=False)
+    b = sae_eval.cached_sae(rows, CFG, tc, cache_dir=tmp_path, progress=False)
+    assert b.meta["cache_hit"] and len(a.epoch_history) == 3 and a.best_epoch is not None
+    assert (b.epoch_history, b.best_epoch, b.stopped_early) == (
+        a.epoch_history,
+        a.best_epoch,
+        a.stopped_early,
+    )
+    assert b.train_config == tc
 
 
 def test_cached_sae_default_trainer_matches_train_sae(rows, tmp_path):
