@@ -16,7 +16,7 @@ from typing import Any
 from . import viz
 from .data.dataset import RecDataset
 
-__all__ = ["BaseModels", "RecommendationPanel", "load_base_models"]
+__all__ = ["BaseModels", "RecommendationPanel", "SteeringPanel", "load_base_models"]
 
 
 @dataclass
@@ -194,5 +194,186 @@ class RecommendationPanel:
             + _frame_html(hist.drop(columns=["item"]), f"last {len(hist)} history items (most recent first)")
             + _frame_html(rec.drop(columns=["item"]), f"top-{self.k} of {viz.model_label(self.model.value)}")
             + "</div>"
+        )
+        return self.output.value
+
+
+class SteeringPanel:
+    """Steer one SAE feature and see the top-k change live (P1 §1.8): choose a feature by its label or id, a
+    strength α, and a user or a user group.
+
+    Before is the base model (α = 0 with the error term kept, so exactly the model's own list); after adds α
+    to the feature (:func:`recsae_core.papers.p1.steered_top_k`). For one user both top-k lists are shown
+    with titles and labels, items carrying the feature's label shaded; for a group, the label's share of the
+    top-k before and after and the items that entered the most lists. The book pairs the panel with the
+    static :func:`recsae_core.viz.sae.steering_slider_figure`.
+
+    Args:
+        model, site, sae, split: the frozen recommender, the steered site, the SAE, the split it is evaluated on.
+        features: label name → feature id offered in the dropdown (e.g. from
+            :func:`recsae_core.papers.p1.steering_features`); any other id can be typed.
+        groups: group name → user indices (e.g. ``{"50 test users": viz.sample_users(split, 50)}``).
+        user: the original user id shown first (default: the first test user).
+        k, part, keep_error, positions: as in :func:`recsae_core.papers.p1.steered_top_k`.
+    """
+
+    ONE_USER = "one user"
+
+    def __init__(
+        self,
+        model: Any,
+        site: str,
+        sae: Any,
+        split: Any,
+        features: dict[str, int],
+        *,
+        groups: dict[str, Sequence[int]] | None = None,
+        user: int | None = None,
+        k: int = 10,
+        alpha: float = 5.0,
+        alpha_range: tuple[float, float] = (-10.0, 10.0),
+        part: str = "test",
+        keep_error: bool = True,
+        positions: str = "last",
+    ) -> None:
+        import ipywidgets as w
+
+        if not features:
+            raise ValueError("SteeringPanel needs at least one labelled feature")
+        self.model, self.site, self.sae, self.split = model, site, sae, split
+        self.features, self.groups = dict(features), dict(groups or {})
+        if self.ONE_USER in self.groups:
+            raise ValueError(f"{self.ONE_USER!r} is reserved; rename that group")
+        self.k, self.part, self.keep_error, self.positions = k, part, keep_error, positions
+        ds = split.dataset
+        self._ids = ds.users["user_id"].to_numpy()
+        first = int(split.targets(part)["user"].min()) if user is None else None
+        self.label = w.Dropdown(
+            options=[(f"{lab} (feature {j})", lab) for lab, j in self.features.items()],
+            value=next(iter(self.features)),
+            description="feature",
+        )
+        self.feature = w.BoundedIntText(
+            value=self.features[self.label.value], min=0, max=sae.n_latents - 1, description="feature id"
+        )
+        self.alpha = w.FloatSlider(
+            value=alpha,
+            min=alpha_range[0],
+            max=alpha_range[1],
+            step=0.5,
+            description="α",
+            continuous_update=False,
+        )
+        self.who = w.Dropdown(options=[self.ONE_USER, *self.groups], value=self.ONE_USER, description="users")
+        self.user = w.IntText(
+            value=int(self._ids[first]) if user is None else int(user), description="user id"
+        )
+        self.output = w.HTML()
+        self.widget = w.VBox(
+            [w.HBox([self.label, self.feature, self.alpha]), w.HBox([self.who, self.user]), self.output],
+            layout=w.Layout(width="100%"),
+        )
+        self.label.observe(lambda ch: setattr(self.feature, "value", self.features[ch["new"]]), names="value")
+        for ctl in (self.feature, self.alpha, self.who, self.user):
+            ctl.observe(lambda _: self.update(), names="value")
+        self.update()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _feature_label(self) -> str | None:
+        """The label whose feature is selected (None for an unlabelled id)."""
+        return next((lab for lab, j in self.features.items() if j == self.feature.value), None)
+
+    def _lists(self, users: Any) -> Any:
+        from .papers.p1 import steered_top_k
+
+        return steered_top_k(
+            self.model,
+            self.site,
+            self.sae,
+            self.split,
+            int(self.feature.value),
+            sorted({0.0, float(self.alpha.value)}),
+            users=users,
+            part=self.part,
+            k=self.k,
+            keep_error=self.keep_error,
+            positions=self.positions,
+        )
+
+    def _table(self, rows: Any, g: int | None, caption: str) -> str:
+        import numpy as np
+
+        ds = self.split.dataset
+        items = rows["item"].to_numpy()
+        frame = rows[["rank"]].copy()
+        frame["title"] = ds.items["title"].to_numpy()[items]
+        frame["labels"] = viz.item_labels_text(ds, items)
+        for col in rows.columns.difference(["rank", "item", "alpha", "user", "score", "is_target"]):
+            frame[col] = rows[col].to_numpy()
+        has = np.asarray(ds.item_labels)[items, g] if g is not None else np.zeros(len(items), bool)
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+        body = "".join(
+            ('<tr style="background:#fde2b8">' if h else "<tr>")  # rows carrying the steered label shaded
+            + "".join(f"<td>{html.escape(str(v))}</td>" for v in row)
+            + "</tr>"
+            for h, row in zip(has, frame.itertuples(index=False), strict=True)
+        )
+        body = f'<table class="dataframe"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        return (
+            '<div style="flex:1;min-width:300px;font-size:0.85em">'
+            f'<p style="margin:4px 0"><b>{html.escape(caption)}</b></p>{body}</div>'
+        )
+
+    def update(self) -> str:
+        """Re-compute the view for the current selection; returns (and shows) its HTML."""
+        ds = self.split.dataset
+        lab = self._feature_label()
+        g = ds.label_names.index(lab) if lab in ds.label_names else None
+        a = float(self.alpha.value)
+        what = f"feature {self.feature.value}" + (f" ({lab})" if lab else "")
+        if self.who.value == self.ONE_USER:
+            hit = (self._ids == self.user.value).nonzero()[0]
+            if len(hit) == 0:
+                self.output.value = f"<p>No user with id {self.user.value} in {html.escape(ds.name)}.</p>"
+                return self.output.value
+            u = int(hit[0])
+            if not (self.split.targets(self.part)["user"] == u).any():
+                self.output.value = f"<p>User {self.user.value} has no held-out {self.part} item.</p>"
+                return self.output.value
+            lists = self._lists([u])
+            before, after = lists[lists["alpha"] == 0.0], lists[lists["alpha"] == a]
+            self.output.value = (
+                f"<p>User {self.user.value}: {html.escape(what)} + α = {a:g}.</p>"
+                '<div style="display:flex;gap:16px;flex-wrap:wrap">'
+                + self._table(before, g, f"before (base model) top-{self.k}")
+                + self._table(after, g, f"after (α = {a:g}) top-{self.k}")
+                + "</div>"
+            )
+            return self.output.value
+        import numpy as np
+
+        users = list(self.groups[self.who.value])
+        lists = self._lists(users)
+        before, after = lists[lists["alpha"] == 0.0], lists[lists["alpha"] == a]
+        share = ""
+        if g is not None:
+            has = np.asarray(ds.item_labels)[:, g].astype(bool)
+            s0, s1 = has[before["item"].to_numpy()].mean(), has[after["item"].to_numpy()].mean()
+            share = f" {html.escape(lab or '')} share of the top-{self.k}: <b>{s0:.3f} → {s1:.3f}</b>."
+        pairs_before = set(zip(before["user"], before["item"], strict=True))
+        entered = after[
+            [(u, i) not in pairs_before for u, i in zip(after["user"], after["item"], strict=True)]
+        ]
+        counts = entered["item"].value_counts().head(self.k)
+        top = counts.rename_axis("item").reset_index(name="lists entered")
+        top.insert(0, "rank", range(1, len(top) + 1))
+        table = self._table(top, g, f"items that entered the most top-{self.k} lists")
+        self.output.value = (
+            f"<p>{html.escape(self.who.value)} ({lists['user'].nunique()} users with a {self.part} item): "
+            f"{html.escape(what)} + α = {a:g}.{share}</p>" + table
         )
         return self.output.value

@@ -1,0 +1,392 @@
+"""P1's analyses and plots on planted concepts (recsae_core/papers/p1.py, viz/p1.py, viz/sae.py, SteeringPanel)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import recsae_core.sae as S
+from recsae_core import probe
+from recsae_core.data.dataset import RecDataset
+from recsae_core.data.splits import leave_one_out
+from recsae_core.evaluate import evaluate
+from recsae_core.papers import p1
+from recsae_core.synthetic import planted_rows, planted_world
+from recsae_core.viz import p1 as vp1
+from recsae_core.viz import sae as vsae
+
+SITE = "planted.seq"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+# ----------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def superposed():
+    """24 planted labels in 16 dimensions (superposition): no raw neuron can isolate one."""
+    pr = planted_rows(n_rows=8192, d=16, n_groups=24, n_items=240, noise=0.02, seed=0)
+    res = S.train_sae(
+        S.ReluL1Config(d_in=16, n_latents=96, l1_coeff=0.03, input_norm="none"),
+        pr.acts,
+        S.TrainConfig(steps=1500, batch_size=256, lr=3e-3, warmup_steps=50),
+        progress=False,
+        seed=7,  # not the planted seed: the SAE must not start on the planted directions
+    )
+    return pr, res.sae, [f"g{i}" for i in range(24)]
+
+
+@pytest.fixture(scope="module")
+def world():
+    return planted_world(n_users=300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def world_split(world):
+    """The planted world as a RecDataset + leave-one-out split (history = the planted sequence)."""
+    n_users, maxlen = world.seqs.shape
+    r, c = torch.nonzero(world.seqs > 0, as_tuple=True)
+    hist = pd.DataFrame({"user": r.numpy(), "item": (world.seqs[r, c] - 1).numpy(), "timestamp": c.numpy()})
+    last = pd.DataFrame({"user": np.arange(n_users), "item": world.targets.numpy(), "timestamp": maxlen})
+    inter = pd.concat([hist, last], ignore_index=True).assign(rating=np.float32(1.0))
+    n_items = world.item_groups.shape[0]
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(n_items),
+            "title": [f"item {i}" for i in range(n_items)],
+            "year": pd.array([pd.NA] * n_items, dtype="Int64"),
+        }
+    )
+    names = [f"g{i}" for i in range(world.item_groups.shape[1])]
+    ds = RecDataset(
+        "planted",
+        inter,
+        items,
+        world.item_groups.numpy().copy(),
+        names,
+        pd.DataFrame({"user_id": np.arange(n_users)}),
+    )
+    return leave_one_out(ds)
+
+
+@pytest.fixture(scope="module")
+def world_sae(world):
+    """P1's SAE (ReLU+L1, scalar input norm) on every position of the planted histories."""
+    acts = probe.collect_activations(world.model, SITE, world.batch(), progress=False)
+    res = S.train_sae(
+        S.ReluL1Config(d_in=64, n_latents=32, l1_coeff=0.1),
+        acts.acts,
+        S.TrainConfig(steps=400, batch_size=256, lr=3e-3, warmup_steps=30),
+        progress=False,
+        seed=3,
+    )
+    return acts, res.sae
+
+
+# ------------------------------------------------------------------------------------------- rows
+def test_row_labels_are_the_input_items_labels(world):
+    acts = probe.collect_activations(world.model, SITE, world.batch(), progress=False)
+    lab = p1.row_labels(acts, world.item_groups.numpy())
+    r, c = torch.nonzero(world.seqs > 0, as_tuple=True)
+    assert torch.equal(lab, world.item_groups[world.seqs[r, c] - 1])
+    bad = probe.ActivationSet(acts.acts[:2], acts.users[:2], torch.tensor([0, -1]), None, SITE)
+    with pytest.raises(ValueError, match="item ids"):
+        p1.row_labels(bad, world.item_groups.numpy())
+
+
+# -------------------------------------------------------------------------------- features vs neurons
+def test_features_beat_neurons_for_planted_labels(superposed):
+    pr, sae, names = superposed
+    table = p1.features_vs_neurons(p1.encode_rows(sae, pr.acts), pr.acts, pr.labels, names, max_rows=None)
+    assert list(table.columns[:5]) == ["label", "sae_corr", "sae_feature", "neuron_corr", "neuron"]
+    assert sorted(table["label"]) == sorted(names) and table["sae_corr"].is_monotonic_decreasing
+    assert (table["sae_corr"] > table["neuron_corr"]).all()
+    assert (table["sae_auc"] > table["neuron_auc"]).mean() >= 0.9
+    assert table.attrs["sae_mean_max_corr"] > 1.5 * table.attrs["neuron_mean_max_corr"]
+    # ids point at the columns that attain the values
+    corr = np.corrcoef(
+        pr.acts[:, int(table["neuron"][0])].numpy(), pr.labels[:, names.index(table["label"][0])]
+    )
+    assert table["neuron_corr"][0] == pytest.approx(corr[0, 1], abs=1e-9)
+
+
+# ------------------------------------------------------------------------------------ activation split
+def test_activation_split_separates_present_and_absent(world, world_sae):
+    acts, sae = world_sae
+    H, G = p1.encode_rows(sae, acts.acts), p1.row_labels(acts, world.item_groups.numpy())
+    names = [f"g{i}" for i in range(8)]
+    feat = int(p1.steering_features(H, G, names)["feature"][3])
+    split = p1.activation_split(H, G, feat, "g3", label_names=names)
+    assert split.attrs == {"feature": feat, "label": "g3"}
+    assert split["present"].to_numpy().tolist() == G[:, 3].tolist()
+    assert np.array_equal(split["activation"].to_numpy(), H[:, feat].double().numpy())
+    summ = p1.activation_split_summary(split)
+    assert summ.loc["present", "rows"] == int(G[:, 3].sum())
+    assert summ.loc["present", "fraction_fired"] > 0.95 > 0.4 > summ.loc["absent", "fraction_fired"]
+    assert summ.loc["present", "mean"] > 5 * summ.loc["absent", "mean"]
+    with pytest.raises(KeyError, match="nope"):
+        p1.activation_split(H, G, feat, "nope", label_names=names)
+
+
+# ---------------------------------------------------------------------------------------- logit effect
+def test_logit_effect_ranks_the_planted_genre_on_top(world, world_sae):
+    acts, sae = world_sae
+    H, G = p1.encode_rows(sae, acts.acts), p1.row_labels(acts, world.item_groups.numpy())
+    names = [f"g{i}" for i in range(8)]
+    feats = p1.steering_features(H, G, names)["feature"].to_numpy()
+    eff = p1.logit_effects(sae, world.model.item_emb)
+    assert eff.shape == (32, 400)
+    by_label = p1.logit_effect_by_label(eff, world.item_groups.numpy(), names)
+    # each genre's feature raises that genre's items most (the planted direction)
+    assert [by_label.loc[f].idxmax() for f in feats] == names
+    top = p1.top_bottom_items(eff, int(feats[2]), k=10)
+    assert world.item_groups[top.loc[top["side"] == "top", "item"].to_numpy(), 2].all()
+    assert not world.item_groups[top.loc[top["side"] == "bottom", "item"].to_numpy(), 2].any()
+    assert top["effect"][:10].is_monotonic_decreasing
+    # the effect is in the site's raw space: decoding one unit of the feature moves the logits by it
+    one = torch.zeros(1, 32)
+    one[0, feats[2]] = 1.0
+    move = (sae.decode(one) - sae.decode(torch.zeros(1, 32))).detach() @ world.model.item_emb.detach().T
+    assert torch.allclose(eff[feats[2]], move[0], atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- steering choice
+def test_steering_feature_choice_picks_the_planted_feature():
+    gen = torch.Generator().manual_seed(0)
+    n = 4000
+    G = torch.rand(n, 3, generator=gen) < 0.3
+    mag = 0.5 + torch.rand(n, 3, generator=gen)
+    noise = torch.rand(n, 6, generator=gen) * (torch.rand(n, 6, generator=gen) < 0.2)
+    most = torch.rand(n, generator=gen) < 0.85
+    H = torch.stack(
+        [
+            noise[:, 0],  # unrelated
+            mag[:, 0] * G[:, 0] + 0.1 * noise[:, 1],  # planted g0
+            mag[:, 1] * G[:, 1] + 0.1 * noise[:, 2],  # planted g1
+            0.7 * G[:, 0] + 0.7 * G[:, 1] + noise[:, 3],  # polysemantic g0 + g1
+            mag[:, 2] * G[:, 2] + 1.5 * noise[:, 4],  # planted g2: fires on every g2 row, noisy elsewhere
+            3.0 * (G[:, 2] & most),  # g2 on 85 % of its rows only, clean elsewhere
+        ],
+        1,
+    )
+    names = ["a", "b", "c"]
+    free = p1.steering_features(H, G, names)
+    assert free["feature"].tolist()[:2] == [1, 2]
+    assert free["feature"][2] == 5  # precondition: the 85 %-firing feature correlates more with g2
+    strict = p1.steering_features(H, G, names, min_fraction_fired=0.9)
+    assert strict["feature"].tolist() == [1, 2, 4]
+    assert strict["fraction_fired"].min() == pytest.approx(1.0)
+    assert strict["corr"][0] == pytest.approx(float(np.corrcoef(H[:, 1], G[:, 0])[0, 1]), abs=1e-9)
+    none = p1.steering_features(H, G, names, min_fraction_fired=1.1)
+    assert (none["feature"] == -1).all()
+
+
+# ----------------------------------------------------------------------------------------- steering
+def test_steered_top_k_raises_the_genre_share_monotonically(world, world_split, world_sae):
+    acts, sae = world_sae
+    H, G = p1.encode_rows(sae, acts.acts), p1.row_labels(acts, world.item_groups.numpy())
+    feat = int(p1.steering_features(H, G, [f"g{i}" for i in range(8)])["feature"][2])
+    for keep_error in (True, False):
+        lists = p1.steered_top_k(world.model, SITE, sae, world_split, feat, p1.ALPHAS, keep_error=keep_error)
+        assert len(lists) == len(p1.ALPHAS) * 300 * 10
+        share = (
+            lists.assign(g=world.item_groups[lists["item"].to_numpy(), 2].numpy())
+            .groupby("alpha")["g"]
+            .mean()
+        )
+        assert share.is_monotonic_increasing and share[10.0] > share[0.0] + 0.1 > share[-10.0] + 0.2
+    # keep_error and α = 0: the base model's own lists (history masked, as the evaluation does)
+    base = p1.steered_top_k(world.model, SITE, sae, world_split, feat, [0.0], users=[5, 7])
+    scores = world.model.score(probe_batch(world_split, [5, 7]))
+    assert base["user"].unique().tolist() == [5, 7]
+    assert base.loc[base["user"] == 5, "score"].iloc[0] <= float(scores[0].max())
+    with pytest.raises(ValueError, match="target"):
+        p1.steered_top_k(world.model, SITE, sae, world_split, feat, [0.0], users=[10_000])
+
+
+def probe_batch(split, users):
+    from recsae_core.batching import eval_data
+
+    data = eval_data(split, "test", maxlen=20)
+    return (
+        data.subset(torch.nonzero(torch.isin(data.users, torch.tensor(users))).flatten())
+        .batches(10)
+        .__next__()
+        .batch
+    )
+
+
+def test_steering_curves_label_both_meanings_of_alpha_zero(world, world_split, world_sae):
+    acts, sae = world_sae
+    H, G = p1.encode_rows(sae, acts.acts), p1.row_labels(acts, world.item_groups.numpy())
+    names = [f"g{i}" for i in range(8)]
+    feats = p1.steering_features(H, G, names)
+    chosen = {"g2": int(feats["feature"][2]), "g5": int(feats["feature"][5])}
+    curves = p1.steering_curves(
+        world.model, SITE, sae, world_split, chosen, item_labels=world.item_groups, label_names=names
+    )
+    assert len(curves) == 2 * 2 * len(p1.ALPHAS)
+    assert set(curves["meaning"]) == {"p1", "ours"}
+    assert dict(zip(curves["meaning"], curves["keep_error"], strict=True)) == {"p1": False, "ours": True}
+    assert curves["alpha0"].str.contains("exact base model").sum() == 2 * len(p1.ALPHAS)
+    for (_lab, _m), c in curves.groupby(["label", "meaning"]):
+        c = c.sort_values("alpha")
+        assert c["share"].is_monotonic_increasing and c["share"].iloc[-1] > c["share"].iloc[0] + 0.2
+        assert c.loc[c["alpha"] == 0, "share_ratio"].item() == pytest.approx(1.0)
+        assert c.loc[c["alpha"] == 0, "ndcg_drop"].item() == pytest.approx(0.0)
+    ours0 = curves[(curves["meaning"] == "ours") & (curves["alpha"] == 0) & (curves["label"] == "g2")]
+    base = evaluate(world.model, world_split, "test", ks=(10,))
+    assert ours0["ndcg@10"].item() == pytest.approx(base["ndcg@10"], abs=1e-12)
+    assert (curves["share"] == curves.apply(lambda r: r[f"share_{r['label']}"], axis=1)).all()
+
+
+# -------------------------------------------------------------------------------------------- plots
+def test_heatmap_orders_labels_and_puts_each_labels_best_feature_first():
+    corr = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.0, 0.1], [0.0, 0.2, 0.3], [0.5, 0.5, 0.5]])
+    labels, feats = vsae.heatmap_order(corr, n_features=4)
+    assert labels == [1, 0, 2] and feats == [0, 1, 3, 2]
+    fig = vsae.plot_feature_label_heatmap(corr, ["a", "b", "c"], n_features=3)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a", "c"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "3"]
+    assert "0.733" in ax.get_title()  # mean over labels of the max correlation: (0.8 + 0.9 + 0.5) / 3
+    assert ax.images[0].get_array().shape == (3, 3)
+
+
+def test_sweep_and_feature_neuron_and_split_plots():
+    sweep = pd.DataFrame(
+        {
+            "sweep": ["l1"] * 3 + ["dict_size"] * 2,
+            "l1_coeff": [0.01, 0.1, 1.0, 0.1, 0.1],
+            "n_latents": [2048] * 3 + [256, 1024],
+            "explained_variance": [0.99, 0.97, 0.9, 0.95, 0.97],
+            "l0": [100, 30, 5, 20, 30],
+            "dead_fraction": [0.0, 0.1, 0.5, 0.0, 0.1],
+            "mean_max_corr": [0.3, 0.5, 0.4, 0.45, 0.5],
+            "neuron_mean_max_corr": [0.2] * 5,
+        }
+    )
+    fig = vp1.plot_sweep(sweep)
+    assert len(fig.axes) == 8 and fig.axes[0].get_xscale() == "log"
+    assert fig.axes[4].get_xlabel() == "dictionary size" and "L1 0.1" in fig.axes[4].get_title()
+    assert list(fig.axes[0].lines[0].get_ydata()) == [0.3, 0.5, 0.4]
+    table = pd.DataFrame(
+        {
+            "label": ["x", "y"],
+            "sae_corr": [0.6, 0.4],
+            "neuron_corr": [0.2, 0.3],
+            "sae_auc": [0.9, 0.8],
+            "neuron_auc": [0.7, 0.75],
+        }
+    )
+    fig = vp1.plot_features_vs_neurons(table)
+    bars = fig.axes[0].patches
+    assert sorted(round(b.get_width(), 2) for b in bars) == [0.2, 0.3, 0.4, 0.6]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["y", "x"]
+    split = pd.DataFrame({"activation": [0.0, 0.0, 1.0, 2.0], "present": [False, False, True, True]})
+    split.attrs = {"feature": 4, "label": "x"}
+    fig = vp1.plot_activation_split(split)
+    hist, ecdf = fig.axes
+    assert "feature 4" in hist.get_xlabel() and "ECDF" in ecdf.get_ylabel()
+    assert [list(line.get_xdata()) for line in ecdf.lines] == [[1.0, 2.0], [0.0, 0.0]]
+
+
+def test_steering_plots_and_slider(world_split):
+    rows = []
+    for meaning, keep in (("p1", False), ("ours", True)):
+        for a in (-2.0, 0.0, 2.0):
+            rows.append(
+                {
+                    "label": "g1",
+                    "feature": 3,
+                    "meaning": meaning,
+                    "alpha0": p1.MEANINGS[meaning][1],
+                    "keep_error": keep,
+                    "alpha": a,
+                    "share": 0.2 + 0.1 * a,
+                    "ndcg@10": 0.1 - 0.01 * abs(a),
+                    "ndcg_drop": 0.1 * abs(a),
+                }
+            )
+    curves = pd.DataFrame(rows)
+    fig = vsae.plot_steering_curves(curves)
+    assert len(fig.axes) == 3  # share/NDCG pair (twin) + share vs drop
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("exact base model" in t for t in legend) and any("with SAE" in t for t in legend)
+    lists = pd.DataFrame(
+        {
+            "alpha": np.repeat([-2.0, 0.0, 2.0], 3),
+            "user": 4,
+            "rank": np.tile([1, 2, 3], 3),
+            "item": [0, 1, 2, 3, 4, 5, 9, 17, 25],
+            "score": 0.0,
+            "is_target": False,
+        }
+    )
+    ours = curves[curves["meaning"] == "ours"]
+    sfig = vsae.steering_slider_figure(ours, lists, world_split.dataset, label="g1", k=3)
+    steps = sfig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["-2", "0", "2"]
+    tables = [t for t in sfig.data if t.type == "table"]
+    assert len(tables) == 3 and [t.visible for t in tables] == [False, True, False]  # starts at α = 0
+    after = tables[2].cells.values[3]
+    assert list(after) == ["item 9", "item 17", "item 25"] and list(tables[2].cells.values[1]) == [
+        "item 3",
+        "item 4",
+        "item 5",
+    ]
+    vis = steps[2].args[0]["visible"]
+    assert [v for v, t in zip(vis, sfig.data, strict=True) if t.type == "table"] == [False, False, True]
+    with pytest.raises(ValueError, match="one user"):
+        vsae.steering_slider_figure(
+            ours, lists.assign(user=[1, 2] * 4 + [1]), world_split.dataset, label="g1"
+        )
+
+
+def test_steering_panel_shows_before_and_after(world, world_split, world_sae):
+    pytest.importorskip("ipywidgets")
+    from recsae_core.widgets import SteeringPanel
+
+    acts, sae = world_sae
+    H, G = p1.encode_rows(sae, acts.acts), p1.row_labels(acts, world.item_groups.numpy())
+    names = [f"g{i}" for i in range(8)]
+    feats = p1.steering_features(H, G, names)
+    chosen = dict(zip(feats["label"], feats["feature"].astype(int), strict=True))
+    panel = SteeringPanel(
+        world.model, SITE, sae, world_split, chosen, groups={"all": list(range(300))}, alpha=0.0, k=10
+    )
+    html0 = panel.output.value
+    assert "before (base model)" in html0 and "after (α = 0)" in html0
+    panel.label.value = "g2"
+    assert panel.feature.value == chosen["g2"]
+    panel.alpha.value = 10.0
+    html1 = panel.output.value
+    lists = p1.steered_top_k(world.model, SITE, sae, world_split, chosen["g2"], [0.0, 10.0], users=[0])
+    for t in ("item " + str(i) for i in lists["item"]):
+        assert f"<td>{t}</td>" in html1
+    shaded = int(world.item_groups[lists["item"].to_numpy(), 2].sum())  # g2 items, before + after
+    assert html1.count('style="background:#fde2b8"') == shaded
+    panel.who.value = "all"
+    assert "g2 share of the top-10" in panel.output.value and "→" in panel.output.value
+    panel.who.value = SteeringPanel.ONE_USER
+    panel.user.value = 99_999
+    assert "No user with id 99999" in panel.output.value
