@@ -28,6 +28,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from recsae_core.batching import EvalData, eval_data
+from recsae_core.data.dataset import Split
+from recsae_core.evaluate import evaluate_scores_fn
 from recsae_core.models.base import Recommender, UserBatch
 from recsae_core.sae.base import SparseAutoencoder
 from recsae_core.utils import atomic_path, atomic_write_json, resolve_device
@@ -37,7 +40,9 @@ __all__ = [
     "activation_cache_key",
     "apply_to_site",
     "collect_activations",
+    "eval_cases",
     "model_fingerprint",
+    "part_batch",
     "splice_accuracy",
     "spliced_scores_fn",
 ]
@@ -110,6 +115,36 @@ def _batches(data: UserBatch | Iterable[UserBatch], batch_size: int) -> tuple[li
         return out, n
     out = list(data)
     return out, sum(len(b.users) for b in out)
+
+
+def eval_cases(
+    model: Recommender, split: Split, part: str = "test", users: torch.Tensor | Sequence[int] | None = None
+) -> EvalData:
+    """The evaluation cases of ``part`` as :mod:`recsae_core.evaluate` builds them (histories from
+    ``Split.history_for(part)``, targets from ``Split.targets(part)``, seen items; sequences of the model's
+    ``maxlen`` when it has one), restricted to ``users`` when given."""
+    data = eval_data(split, part, getattr(model, "maxlen", None))
+    if users is not None:
+        want = torch.as_tensor(users, dtype=torch.int64).reshape(-1)
+        keep = torch.isin(data.users, want)
+        if not bool(keep.any()):
+            raise ValueError(
+                f"none of the {len(want)} requested users has a {part!r} case in split {split.name!r}"
+            )
+        data = data.subset(torch.nonzero(keep).squeeze(1))
+    return data
+
+
+def part_batch(
+    model: Recommender, split: Split, part: str = "test", users: torch.Tensor | Sequence[int] | None = None
+) -> UserBatch:
+    """A :class:`UserBatch` of the users of ``part`` (each once, with the history :func:`eval_cases` gives
+    them), e.g. to collect held-out activations of the test users."""
+    data = eval_cases(model, split, part, users)
+    uniq, inv = torch.unique(data.users, return_inverse=True)
+    first = torch.full((len(uniq),), len(data), dtype=torch.int64)
+    first.scatter_reduce_(0, inv, torch.arange(len(data)), reduce="amin")
+    return UserBatch(data.users[first], None if data.seqs is None else data.seqs[first])
 
 
 def _data_hash(batches: Sequence[UserBatch]) -> str:
@@ -321,29 +356,34 @@ def spliced_scores_fn(
     site: str,
     sae: SparseAutoencoder,
     *,
+    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
     keep_error: bool = False,
     positions: str = "all",
+    rows: torch.Tensor | Sequence[int] | None = None,
 ) -> Callable[[UserBatch], torch.Tensor]:
-    """``UserBatch -> (B, n_items)`` scores with the SAE reconstruction spliced in at ``site`` (P2).
+    """``UserBatch -> (B, n_items)`` scores with the SAE reconstruction spliced in at ``site`` (P2 §2.5),
+    optionally edited (steering is splicing with an ``edit``: :func:`recsae_core.steer.steered_scores_fn`).
 
-    For item-table sites the reconstructed table is computed once and reused.
+    Arguments after ``sae``: see :func:`apply_to_site`. For item-table sites the new table is computed
+    once and reused (``rows`` picks the items to edit; ``positions`` does not apply).
     """
     model.check_site(site)
     sae.eval()
+    rows_t = None if rows is None else torch.as_tensor(rows)
     cached: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def score(batch: UserBatch) -> torch.Tensor:
         if site.endswith(".item"):
             if "table" not in cached:
+                table = model.representation(site, batch)
                 cached["table"] = apply_to_site(
-                    sae, model.representation(site, batch), batch, keep_error=keep_error
+                    sae, table, batch, edit=edit, keep_error=keep_error, rows=rows_t
                 )
             return model.score_from(site, cached["table"], batch)
         rep = model.representation(site, batch)
-        return model.score_from(
-            site, apply_to_site(sae, rep, batch, keep_error=keep_error, positions=positions), batch
-        )
+        new = apply_to_site(sae, rep, batch, edit=edit, keep_error=keep_error, positions=positions)
+        return model.score_from(site, new, batch)
 
     return score
 
@@ -361,21 +401,23 @@ def splice_accuracy(
     device: str | torch.device | None = None,
     ties: str = "optimistic",
     progress: bool = False,
+    keep_error_too: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Full-ranking accuracy of the base model and of the model with the SAE spliced in (P2 §2.5).
 
-    Uses :func:`recsae_core.evaluate.evaluate_scores_fn` for both (same users, histories, seen-item
-    masking and tie rule). Returns ``{"base": metrics, "spliced": metrics}``.
+    Uses :func:`recsae_core.evaluate.evaluate_scores_fn` for all (same users, histories, seen-item
+    masking and tie rule). Returns ``{"base": metrics, "spliced": metrics}``, plus
+    ``"spliced_keep_error"`` (the reconstruction with the SAE's error term added back, which must equal
+    the base model: a check of the splicing path) when ``keep_error_too``.
     """
-    from recsae_core.evaluate import evaluate_scores_fn
-
     dev = resolve_device(device)
     model.eval().to(dev)
     sae.eval().to(dev)
     maxlen = getattr(model, "maxlen", None)
     kw = dict(maxlen=maxlen, batch_size=batch_size, device=dev, ties=ties, progress=progress)
     base = evaluate_scores_fn(model.score, split, part, ks, **kw)
-    spliced = evaluate_scores_fn(
-        spliced_scores_fn(model, site, sae, positions=positions), split, part, ks, **kw
-    )
-    return {"base": base, "spliced": spliced}
+    out = {"base": base}
+    for name, keep in (("spliced", False), ("spliced_keep_error", True))[: 1 + keep_error_too]:
+        fn = spliced_scores_fn(model, site, sae, keep_error=keep, positions=positions)
+        out[name] = evaluate_scores_fn(fn, split, part, ks, **kw)
+    return out

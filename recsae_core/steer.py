@@ -20,9 +20,12 @@ import pandas as pd
 import torch
 
 from recsae_core import metrics
+from recsae_core.data.dataset import Split
+from recsae_core.evaluate import rank_metrics
 from recsae_core.models.base import Recommender, UserBatch
-from recsae_core.probe import apply_to_site
+from recsae_core.probe import eval_cases, spliced_scores_fn
 from recsae_core.sae.base import SparseAutoencoder
+from recsae_core.utils import resolve_device
 
 __all__ = ["Steer", "steer_scores", "steered_scores_fn", "steering_sweep", "suppress"]
 
@@ -76,31 +79,18 @@ def steered_scores_fn(
 ) -> Callable[[UserBatch], torch.Tensor]:
     """``UserBatch -> (B, n_items)`` scores of the frozen model with the edit applied at ``site``.
 
+    Steering is splicing with an edit: this is :func:`recsae_core.probe.spliced_scores_fn` with the
+    steering defaults (error term kept, P1's last position).
+
     Args:
         steer: a :class:`Steer` or any ``acts -> acts`` function.
         keep_error: add only ``decode(f') - decode(f)`` to the original representation (module docstring).
         positions: for ``(B, L, D)`` sites, edit the ``"last"`` position (P1) or ``"all"`` non-padding ones.
         rows: for item-table sites, the items to edit (P3 promotes one item); ``None`` = every row.
     """
-    model.check_site(site)
-    sae.eval()
-    rows_t = None if rows is None else torch.as_tensor(rows)
-    cached: dict[str, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def score(batch: UserBatch) -> torch.Tensor:
-        if site.endswith(".item"):
-            if "table" not in cached:
-                table = model.representation(site, batch)
-                cached["table"] = apply_to_site(
-                    sae, table, batch, edit=steer, keep_error=keep_error, rows=rows_t
-                )
-            return model.score_from(site, cached["table"], batch)
-        rep = model.representation(site, batch)
-        new = apply_to_site(sae, rep, batch, edit=steer, keep_error=keep_error, positions=positions)
-        return model.score_from(site, new, batch)
-
-    return score
+    return spliced_scores_fn(
+        model, site, sae, edit=steer, keep_error=keep_error, positions=positions, rows=rows
+    )
 
 
 def steer_scores(
@@ -115,64 +105,61 @@ def steer_scores(
     return steered_scores_fn(model, site, sae, steer, **kw)(batch)  # type: ignore[arg-type]
 
 
-def _chunks(batch: UserBatch, size: int) -> list[tuple[int, UserBatch]]:
-    n = len(batch.users)
-    return [
-        (s, UserBatch(batch.users[s : s + size], None if batch.seqs is None else batch.seqs[s : s + size]))
-        for s in range(0, n, size)
-    ]
-
-
-def _chunk_seen(seen: object, start: int, stop: int) -> object:
-    if seen is None:
-        return None
-    if isinstance(seen, torch.Tensor):
-        return seen[start:stop]
-    rows, items = seen  # type: ignore[misc]
-    keep = (rows >= start) & (rows < stop)
-    return rows[keep] - start, items[keep]
-
-
 def steering_sweep(
     model: Recommender,
     site: str,
     sae: SparseAutoencoder,
-    batch: UserBatch,
-    features: int | Sequence[int],
-    values: Sequence[float],
+    split: Split,
+    part: str = "test",
+    features: int | Sequence[int] | None = None,
+    values: Sequence[float] | None = None,
     *,
     item_labels: torch.Tensor,
     label_names: Sequence[str] | None = None,
+    users: torch.Tensor | Sequence[int] | None = None,
     mode: str = "add",
     keep_error: bool = True,
     k: int = 10,
-    targets: torch.Tensor | None = None,
-    seen: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
     positions: str = "last",
     rows: torch.Tensor | Sequence[int] | None = None,
     batch_size: int = 512,
     ties: str = "optimistic",
+    device: str | torch.device | None = None,
 ) -> pd.DataFrame:
-    """Steering outcomes as the edit strength varies (P1's "proportion of genres" vs alpha; P3 Fig. 5).
+    """Steering outcomes as the edit strength varies (P1 §1.8's "proportion of genres" vs alpha; P3 §3.7).
 
-    For each value: the top-``k`` lists (seen items masked) give the share of each label
-    (``share_<name>``: mean over users of the fraction of their top-k carrying it), ``coverage@k`` and
-    ``diversity@k`` (inter-list); with ``targets``, ``hr@k``/``ndcg@k`` from
-    :func:`recsae_core.evaluate.rank_metrics` (same masking). One row per value.
+    The users are the evaluation cases of ``part`` (optionally only ``users``), built as
+    :func:`recsae_core.probe.splice_accuracy` and :mod:`recsae_core.evaluate` build them: histories from
+    ``Split.history_for(part)``, targets from ``Split.targets(part)``, seen items masked. For each value:
+    the top-``k`` lists give the share of each label (``share_<name>``: mean over cases of the fraction
+    of their top-k carrying it), ``coverage@k`` and ``diversity@k`` (inter-list), and ``hr@k``,
+    ``ndcg@k``, ``mrr@k`` of the held-out targets (:func:`recsae_core.evaluate.rank_metrics`, tie rule
+    ``ties``). One row per value. Item-table sites (``<model>.item``) edit ``rows`` of the table and score
+    the same users.
 
     Args:
+        split, part, users: whose recommendations are steered.
+        features, values: the feature(s) to edit and the strengths (required).
         item_labels: ``(n_items,)`` bool (one label) or ``(n_items, g)``.
-        seen: items to mask per user: ``(B, n_items)`` bool or flat ``(rows, items)`` relative to ``batch``.
         Other arguments: see :func:`steered_scores_fn`.
     """
-    from recsae_core.evaluate import rank_metrics
-
+    if not isinstance(part, str):
+        raise TypeError(
+            f"part must be 'valid' or 'test', got {type(part).__name__}; the signature is "
+            "steering_sweep(model, site, sae, split, part, features, values, ...)"
+        )
+    if features is None or values is None:
+        raise TypeError("steering_sweep needs features= and values=")
     labels = torch.as_tensor(item_labels)
     if labels.ndim == 1:
         labels = labels[:, None]
     names = list(label_names) if label_names is not None else [str(j) for j in range(labels.shape[1])]
     if len(names) != labels.shape[1]:
         raise ValueError(f"{len(names)} label names for {labels.shape[1]} labels")
+    dev = resolve_device(device)
+    model.eval().to(dev)
+    sae.eval().to(dev)
+    data = eval_cases(model, split, part, users)
     feats = features if isinstance(features, int) else tuple(features)
     out = []
     for v in values:
@@ -185,22 +172,19 @@ def steering_sweep(
             positions=positions,
             rows=rows,
         )
-        tops, acc, n = [], {}, 0
-        for start, b in _chunks(batch, batch_size):
-            scores = fn(b)
-            stop = start + len(b.users)
-            s_seen = _chunk_seen(seen, start, stop)
-            tops.append(metrics.top_k_items(scores, k, s_seen))  # type: ignore[arg-type]
-            if targets is not None:
-                r = rank_metrics(scores, targets[start:stop], s_seen, ks=(k,), ties=ties)  # type: ignore[arg-type]
-                for key in (f"hr@{k}", f"ndcg@{k}", f"mrr@{k}"):
-                    acc[key] = acc.get(key, 0.0) + r[key] * len(b.users)
-            n += len(b.users)
+        tops, acc = [], {}
+        for eb in data.batches(batch_size):
+            scores = fn(eb.batch.to(dev))
+            seen = (eb.seen_rows, eb.seen_items)
+            tops.append(metrics.top_k_items(scores, k, seen).cpu())
+            r = rank_metrics(scores, eb.targets.to(dev), seen, ks=(k,), ties=ties)
+            for key in (f"hr@{k}", f"ndcg@{k}", f"mrr@{k}"):
+                acc[key] = acc.get(key, 0.0) + r[key] * len(eb.targets)
         top = torch.cat(tops)
         row: dict[str, float] = {"value": float(v)}
         share = metrics.label_share(top, labels)
         row.update({f"share_{nm}": float(s) for nm, s in zip(names, share.reshape(-1), strict=True)})
-        row.update({key: val / n for key, val in acc.items()})
+        row.update({key: val / len(data) for key, val in acc.items()})
         row[f"coverage@{k}"] = metrics.coverage(top, model.n_items)
         row[f"diversity@{k}"] = metrics.inter_list_diversity(top)
         out.append(row)
