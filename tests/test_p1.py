@@ -20,6 +20,7 @@ from recsae_core.papers import p1
 from recsae_core.synthetic import planted_rows, planted_world
 from recsae_core.viz import p1 as vp1
 from recsae_core.viz import sae as vsae
+from recsae_core.viz.models import top_k
 
 SITE = "planted.seq"
 
@@ -216,23 +217,14 @@ def test_steered_top_k_raises_the_genre_share_monotonically(world, world_split, 
         assert share.is_monotonic_increasing and share[10.0] > share[0.0] + 0.1 > share[-10.0] + 0.2
     # keep_error and α = 0: the base model's own lists (history masked, as the evaluation does)
     base = p1.steered_top_k(world.model, SITE, sae, world_split, feat, [0.0], users=[5, 7])
-    scores = world.model.score(probe_batch(world_split, [5, 7]))
+    ref = top_k(world.model, world_split, [5, 7], k=10)
     assert base["user"].unique().tolist() == [5, 7]
-    assert base.loc[base["user"] == 5, "score"].iloc[0] <= float(scores[0].max())
-    with pytest.raises(ValueError, match="target"):
-        p1.steered_top_k(world.model, SITE, sae, world_split, feat, [0.0], users=[10_000])
-
-
-def probe_batch(split, users):
-    from recsae_core.batching import eval_data
-
-    data = eval_data(split, "test", maxlen=20)
-    return (
-        data.subset(torch.nonzero(torch.isin(data.users, torch.tensor(users))).flatten())
-        .batches(10)
-        .__next__()
-        .batch
+    assert (
+        base["item"].tolist() == ref["item"].tolist()
+        and base["is_target"].tolist() == ref["is_target"].tolist()
     )
+    with pytest.raises(ValueError, match="requested users"):
+        p1.steered_top_k(world.model, SITE, sae, world_split, feat, [0.0], users=[10_000])
 
 
 def test_steering_curves_label_both_meanings_of_alpha_zero(world, world_split, world_sae):

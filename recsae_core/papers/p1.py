@@ -4,6 +4,7 @@ Every analysis of papers.md §1.7-1.8 as a function that returns a DataFrame (th
 
 | function | P1 | what |
 |---|---|---|
+| :func:`sequences` | §1.4-1.5 | the SAE users' / test users' whole sequences, for activation collection |
 | :func:`row_labels` | §1.5, §1.11 | the genres of the **input item** at each activation row |
 | :func:`sweep` | Fig. 3 (§1.9) | SAEs over the L1 coefficient and the dictionary size (through the SAE cache) |
 | :func:`features_vs_neurons` | Fig. 4, §1.7 | per genre the best SAE feature vs the best raw neuron |
@@ -40,6 +41,7 @@ __all__ = [
     "logit_effect_by_label",
     "logit_effects",
     "row_labels",
+    "sequences",
     "steered_top_k",
     "steering_curves",
     "steering_features",
@@ -62,6 +64,34 @@ SIZE_GRID: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096)
 
 
 # ----------------------------------------------------------------------------------------------- rows
+def sequences(split: Any, part: str = "sae", maxlen: int = 200) -> Any:
+    """The whole time-ordered sequences of one group of users of P1's split, as one left-padded
+    :class:`~recsae_core.models.base.UserBatch` (papers.md §1.4-1.5: SAE rows are every non-padding
+    position of the SAE users; correlations use the test users).
+
+    Args:
+        split: :func:`recsae_core.data.splits.p1_new_users`.
+        part: a key of ``split.extra`` (``"sae"``: the SAE-training users; ``"test_full"``: the test users'
+            whole sequences), or ``"train"`` (the recommender's users).
+        maxlen: the most recent ``maxlen`` events per user (the model's ``maxlen``).
+    """
+    from recsae_core.batching import pad_left
+    from recsae_core.models.base import UserBatch
+
+    if part == "train":
+        frame = split.train
+    elif part in split.extra:
+        frame = split.extra[part]
+    else:
+        raise KeyError(f"split {split.name!r} has no part {part!r}; it has 'train' and {sorted(split.extra)}")
+    keys = ["user", "timestamp"] if "timestamp" in frame.columns else ["user"]
+    frame = frame.sort_values(keys, kind="stable")
+    n_users = split.dataset.n_users
+    seqs = pad_left(frame["user"].to_numpy(), frame["item"].to_numpy() + 1, n_users, maxlen)
+    users = np.unique(frame["user"].to_numpy(np.int64))
+    return UserBatch(torch.from_numpy(users), torch.from_numpy(seqs[users]))
+
+
 def row_labels(acts: Any, item_labels: Any) -> torch.Tensor:
     """``(N, G)`` bool: the labels of the item behind each activation row (P1 §1.11, §4.1).
 
@@ -527,15 +557,10 @@ def steered_top_k(
     Returns a long frame: ``alpha``, ``user``, ``rank`` (1-based), ``item``, ``score``, ``is_target``.
     """
     from recsae_core import steer
-    from recsae_core.batching import eval_data
     from recsae_core.evaluate import mask_seen
+    from recsae_core.probe import eval_cases
 
-    data = eval_data(split, part, maxlen=getattr(model, "maxlen", None))
-    if users is not None:
-        want = torch.as_tensor(np.asarray(users, dtype=np.int64)).reshape(-1)
-        data = data.subset(torch.nonzero(torch.isin(data.users, want)).flatten())
-        if len(data) == 0:
-            raise ValueError(f"none of users {want.tolist()[:10]} has a {part!r} target")
+    data = eval_cases(model, split, part, None if users is None else np.asarray(users, dtype=np.int64))
     model.eval()
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     frames = []
