@@ -145,17 +145,17 @@ def test_purity_table_fixes_one_neuron_across_k_and_breaks_ties_by_profile():
     lab = np.zeros(n, bool)
     lab[:30] = True
     acts = torch.zeros(n, 3)
-    # neuron 0: top-10 are label items, then 40 non-label items -> purity@10 = 1, purity@50 = 10/50
+    # neuron 0: the same top-10 as neuron 2 (purity@10 = 1) but it fires on every item -> lift 6.83/4.15 = 1.6
+    acts[:, 0] = 3.0
     acts[:10, 0] = 10 + torch.arange(10.0)
-    acts[30:70, 0] = 1.0  # lift: mean over label 145/30 / overall mean 185/100 = 2.6
     # neuron 1: 9 of its top-10 are label items, and ranks 11-30 too -> purity@10 0.9, purity@50 30/50
     acts[:29, 1] = 3.0
     acts[40, 1] = 4.0
-    # neuron 2: the same top-10 as neuron 0 (purity@10 = 1) but it fires on every item -> lift 6.83/4.15 = 1.6
-    acts[:, 2] = 3.0
+    # neuron 2: top-10 are label items, then 40 non-label items -> purity@10 = 1, purity@50 = 10/50
     acts[:10, 2] = 10 + torch.arange(10.0)
+    acts[30:70, 2] = 1.0  # lift: mean over label 145/30 / overall mean 185/100 = 2.6
     tab = p3.purity_table(acts, lab, ["x"], ks=(10, 50))
-    assert tab.loc["x", "neuron"] == 0  # purity@10 ties 0 and 2; neuron 0's profile lift is higher
+    assert tab.loc["x", "neuron"] == 2  # purity@10 ties 0 and 2; neuron 2's profile lift is higher
     assert tab.loc["x", "purity@10"] == 1.0
     assert tab.loc["x", "purity@50"] == pytest.approx(0.2)  # the same neuron, not neuron 1's 0.6
     assert p3.match_neuron(acts, lab, k=50) == 1
@@ -220,7 +220,10 @@ def test_item_decades_and_decade_profiles():
 def test_demographic_neurons_find_the_planted_groups():
     n = 60
     meta = pd.DataFrame(
-        {"gender": np.where(np.arange(n) % 2 == 0, "F", "M"), "age": np.where(np.arange(n) < 15, 1, 25)}
+        {
+            "gender": np.where(np.arange(n) % 2 == 0, "F", "M"),
+            "age": np.where(np.arange(n) < 15, 1, np.where(np.arange(n) % 3 == 0, 18, 25)),  # ML-1M codes
+        }
     )
     acts = torch.rand(n, 4, generator=torch.Generator().manual_seed(0))
     acts[::2, 2] += 2.0  # women
@@ -229,6 +232,7 @@ def test_demographic_neurons_find_the_planted_groups():
     df = p3.demographic_neurons(acts.flip(0), users, meta)
     assert df["women_minus_men"].idxmax() == 2 and df["under18_minus_adults"].idxmax() == 0
     assert df.loc[2, "women_minus_men"] == pytest.approx(2.0, abs=0.3)
+    assert df.loc[0, "under18_minus_adults"] == pytest.approx(2.0, abs=0.3)  # age code 18 is an adult
 
 
 # ---------------------------------------------------------------------------------------- Matryoshka
