@@ -7,12 +7,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import recsae_core.sae as S
+from recsae_core.data.dataset import RecDataset
+from recsae_core.data.splits import leave_one_out
 from recsae_core.models.base import UserBatch
 from recsae_core.models.sasrec import SASRec, SASRecConfig
+from recsae_core.papers import p2
+from recsae_core.synthetic import PlantedRecommender, planted_world
 
 D, M = 16, 64
 
@@ -205,3 +210,109 @@ def test_p3_on_plain_rows_with_a_prediction_loss_is_refused():
     with pytest.raises(ValueError, match="beta=0"):
         S.train_sae(S.MatryoshkaConfig(d_in=20, beta=0.5), x, S.TrainConfig(steps=2), progress=False)
     S.train_sae(S.P3Config(beta=0.0), x, S.TrainConfig(steps=2, warmup_steps=0), progress=False)
+
+
+# ------------------------------------------------------------------------------ P2 protocol, planted
+class OffsetPlanted(PlantedRecommender):
+    """A planted recommender whose user vectors carry a large offset the scores ignore (it is orthogonal
+    to every item embedding), as real user vectors carry a large shared component: an SAE must learn its
+    decoder bias to keep the ranking, which an untrained SAE cannot (P2's "Init" collapse, §2.10)."""
+
+    def __init__(self, item_emb: torch.Tensor, maxlen: int, offset: torch.Tensor) -> None:
+        super().__init__(item_emb, maxlen)
+        self.register_buffer("offset", offset)
+
+    def representation(self, site: str, batch: UserBatch) -> torch.Tensor:
+        rep = super().representation(site, batch)
+        return rep + self.offset if site == "planted.user" else rep
+
+
+def _planted_split(world) -> object:
+    r, c = torch.nonzero(world.seqs > 0, as_tuple=True)
+    users = torch.cat([r, world.users]).numpy()
+    items = torch.cat([world.seqs[r, c] - 1, world.targets]).numpy()
+    ts = torch.cat([c, torch.full((len(world.users),), world.seqs.shape[1])]).numpy()
+    inter = pd.DataFrame({"user": users, "item": items, "rating": np.float32(1.0), "timestamp": ts})
+    n_items = world.model.n_items
+    items_df = pd.DataFrame(
+        {
+            "item_id": np.arange(n_items),
+            "title": [f"i{i}" for i in range(n_items)],
+            "year": pd.array([pd.NA] * n_items, dtype="Int64"),
+        }
+    )
+    users_df = pd.DataFrame({"user_id": np.arange(len(world.users))})
+    names = [f"g{g}" for g in range(world.item_groups.shape[1])]
+    return leave_one_out(RecDataset("planted", inter, items_df, world.item_groups.numpy(), names, users_df))
+
+
+@pytest.fixture(scope="module")
+def planted_p2():
+    world = planted_world(n_users=600, n_groups=40, d=48, seed=0)
+    split = _planted_split(world)
+    items = torch.cat([world.model.item_emb.detach(), torch.zeros(world.model.n_items, 16)], 1)
+    offset = torch.zeros(64)
+    offset[48:] = 3.0 / 4.0  # norm 3, in the 16 dimensions no item uses
+    model = OffsetPlanted(items, world.model.maxlen, offset).eval()
+    acts = p2.p2_train_activations(model, "planted.user", split, progress=False)
+    tc = p2.p2_train_config(lr=1e-2, batch_size=32, epochs=20, patience=5)
+    res = p2.train_p2_sae(
+        model, "planted.user", split, acts, 8, train_config=tc, scale=4, progress=False, cache=False
+    )
+    return model, split, acts, res
+
+
+def test_train_p2_sae_keeps_the_best_dev_epoch_and_comes_close_to_base(planted_p2):
+    model, split, acts, res = planted_p2
+    assert len(acts) == 600 and acts.acts.shape[1] == 64
+    cfg = res.sae.cfg
+    assert (cfg.n_latents, cfg.k, cfg.aux_k, cfg.decoder_norm) == (256, 8, 32, "epoch")
+    h = res.epoch_history
+    dev = [r[p2.DEV_METRIC] for r in h]
+    assert res.best_epoch == 1 + int(np.argmax(dev))
+    assert all({"loss", "dead_latents", "dev_hr@5"} <= set(r) for r in h)
+    assert h[-1]["loss"] < 0.5 * h[0]["loss"]
+    # the restored SAE is the best epoch's: its dev NDCG@5, measured again, is the recorded maximum
+    again = p2.dev_callback(model, "planted.user", split)(0, res.sae)
+    assert again[p2.DEV_METRIC] == pytest.approx(max(dev), abs=1e-12)
+    base = res.meta["base_dev_ndcg@5"]
+    assert max(dev) > 0.75 * base
+    untrained = p2.dev_callback(model, "planted.user", split)(0, p2.untrained_sae(res.sae))
+    assert untrained[p2.DEV_METRIC] < 0.5 * base  # P2's "Init" collapse
+
+
+def test_reconstruction_table_base_trained_untrained(planted_p2):
+    model, split, _, res = planted_p2
+    tab = p2.reconstruction_table(
+        {"planted": model}, {("planted", 8): res.sae}, split, ks=(5, 10), sites={"planted": "planted.user"}
+    )
+    assert list(tab["variant"]) == ["base", "SAE", "untrained SAE"]
+    assert tab["k"].isna().tolist() == [True, False, False] and int(tab["k"].iloc[1]) == 8
+    assert {"HR@5", "HR@10", "NDCG@5", "NDCG@10", "users"} <= set(tab.columns)
+    base, sae, init = (tab.iloc[i]["NDCG@10"] for i in range(3))
+    assert sae > 0.8 * base and init < 0.5 * base
+    from recsae_core.evaluate import evaluate
+
+    assert tab.iloc[0]["NDCG@10"] == pytest.approx(
+        evaluate(model, split, ks=(10,), ties="pessimistic")["ndcg@10"]
+    )
+    with pytest.raises(ValueError, match="not in models"):
+        p2.reconstruction_table({"planted": model}, {("other", 8): res.sae}, split)
+
+
+def test_p2_config_and_sites():
+    cfg = p2.p2_sae_config(64, 8)
+    assert (cfg.n_latents, cfg.k, cfg.aux_k, cfg.aux_coeff, cfg.decoder_norm) == (
+        1024,
+        8,
+        32,
+        1 / 32,
+        "epoch",
+    )
+    tc = p2.p2_train_config()
+    assert tc.selection == S.EpochSelection("dev_ndcg@5", "max", 10) and tc.aux_start_epoch == 2
+    torch.manual_seed(0)
+    sas = SASRec(5, 20, SASRecConfig(d=16, n_blocks=1, maxlen=8))
+    assert p2.p2_site(sas) == "sasrec.final"
+    with pytest.raises(ValueError, match="none of P2's sites"):
+        p2.p2_site(OffsetPlanted(torch.randn(10, 4), 5, torch.zeros(4)))
