@@ -252,17 +252,33 @@ def mean_max(M: Any) -> float:
     return float(max_over_features(M)[0].mean())
 
 
-def mean_max_correlation(H: Any, G: Any) -> float:
-    """P1's headline: mean over labels of the max over features of the Pearson correlation (§4.1)."""
-    return mean_max(pearson_matrix(H, G))
-
-
 def sample_rows(n: int, max_rows: int = 200_000, seed: int = 42) -> torch.Tensor:
     """Sorted row ids of a seeded random sample of at most ``max_rows`` of ``n`` rows (P1: 200,000, seed 42)."""
     if n <= max_rows:
         return torch.arange(n)
     g = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=g)[:max_rows].sort().values
+
+
+def _label_rows(H: Any, G: Any, max_rows: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(H, G)`` as 2-D tensors, subsampled by P1's rule (§4.1: at most ``max_rows`` = 200,000 rows, a
+    seeded sample, seed 42); the ONE row rule of every label statistic here."""
+    h = _acts(H)
+    g = _labels(G, h.shape[0])
+    if max_rows is not None and h.shape[0] > max_rows:
+        idx = sample_rows(h.shape[0], max_rows, seed)
+        h, g = h[idx], g[idx]
+    return h, g
+
+
+def mean_max_correlation(H: Any, G: Any, *, max_rows: int | None = 200_000, seed: int = 42) -> float:
+    """P1's headline: mean over labels of the max over features of the Pearson correlation (§4.1).
+
+    Rows are subsampled as P1 does (at most ``max_rows``, seeded; ``None``: every row), the same rule as
+    :func:`per_label_summary`, whose ``max_corr`` column this averages.
+    """
+    h, g = _label_rows(H, G, max_rows, seed)
+    return mean_max(pearson_matrix(h, g))
 
 
 def per_label_summary(
@@ -279,14 +295,10 @@ def per_label_summary(
 
     Columns: ``max_corr``/``best_feature`` (Pearson), ``max_auc``/``best_auc_feature`` (if ``auc``),
     ``max_fraction_fired``, ``max_mean_activation``, ``max_precision``. Call it on SAE activations and on
-    the raw neurons for P1's "SAE vs Original" bars; the mean of ``max_corr`` is :func:`mean_max_correlation`.
-    Rows are subsampled to ``max_rows`` (seeded) as P1 does.
+    the raw neurons for P1's "SAE vs Original" bars; the mean of ``max_corr`` is :func:`mean_max_correlation`
+    with the same ``max_rows`` and ``seed``. Rows are subsampled to ``max_rows`` (seeded) as P1 does (§4.1).
     """
-    h = _acts(H)
-    g = _labels(G, h.shape[0])
-    if max_rows is not None and h.shape[0] > max_rows:
-        idx = sample_rows(h.shape[0], max_rows, seed)
-        h, g = h[idx], g[idx]
+    h, g = _label_rows(H, G, max_rows, seed)
     names = list(label_names) if label_names is not None else [str(j) for j in range(g.shape[1])]
     if len(names) != g.shape[1]:
         raise ValueError(f"{len(names)} label names for {g.shape[1]} labels")

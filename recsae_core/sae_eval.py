@@ -32,20 +32,24 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
 import recsae_core
-from recsae_core import probe
+from recsae_core import metrics, probe
 from recsae_core.cache import default_cache_dir
+from recsae_core.data.dataset import Split
 from recsae_core.models.base import Recommender, UserBatch
 from recsae_core.sae import (
     SAEConfig,
     SAETrainResult,
+    SparseAutoencoder,
     TrainConfig,
     TwoTowerData,
     config_from_dict,
@@ -53,12 +57,15 @@ from recsae_core.sae import (
     save_sae,
     train_sae,
 )
-from recsae_core.utils import atomic_write_json, sources_sha256, stable_hash
+from recsae_core.utils import atomic_write_json, resolve_device, sources_sha256, stable_hash
 
 __all__ = [
+    "DENSE_RATE",
     "SAE_TRAINING_MODULES",
+    "SAEReport",
     "cached_activations",
     "cached_sae",
+    "evaluate_sae",
     "sae_cache_key",
     "sae_source_fingerprint",
 ]
@@ -336,3 +343,183 @@ def cached_sae(
             shutil.rmtree(tmp)
     result.meta.update(cache_hit=False, cache_key=key, cache_path=str(final))
     return result
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+#: A latent is **dense** when it fires (activation > 0) on more than this share of the evaluated rows
+#: (SAELens's feature-density histogram flags features above 10 %); it is **dead** when it fires on none
+#: of them (P1 §4.4: "never > 0 on test").
+DENSE_RATE = 0.1
+
+
+@dataclass
+class SAEReport:
+    """One SAE's evaluation (:func:`evaluate_sae`): reconstruction, sparsity, accuracy, label alignment.
+
+    Attributes:
+        architecture, site, part, positions, ties: what was evaluated and how.
+        d_in, n_latents: the SAE's sizes; ``n_rows``: held-out rows behind the row statistics.
+        explained_variance, fvu, mse: reconstruction (P1 §4.4; FVU as P2 §2.3).
+        l0: mean number of active latents per row; ``dead_fraction``: share of latents that never fire on
+            these rows; ``dense_fraction``: share firing on more than :data:`DENSE_RATE` of them.
+        accuracy: ``{"base": m, "spliced": m[, "spliced_keep_error": m]}``, full-ranking metrics
+            (:func:`recsae_core.probe.splice_accuracy`, P2 §2.5).
+        mean_max_corr, neuron_mean_max_corr, mean_max_auc, neuron_mean_max_auc: label alignment of SAE
+            features vs raw neurons (P1 §4.1-4.2), ``None`` without labels.
+        per_label: one row per label (``label``, ``max_corr``, ``best_feature``, ``max_auc``, ...,
+            ``neuron_max_corr``, ``neuron_max_auc``), or ``None``.
+        train_seconds, rows_per_second: from the training result, when given.
+    """
+
+    architecture: str
+    site: str
+    part: str
+    positions: str
+    ties: str
+    d_in: int
+    n_latents: int
+    n_rows: int
+    explained_variance: float
+    fvu: float
+    mse: float
+    l0: float
+    dead_fraction: float
+    dense_fraction: float
+    accuracy: dict[str, dict[str, float]]
+    mean_max_corr: float | None = None
+    neuron_mean_max_corr: float | None = None
+    mean_max_auc: float | None = None
+    neuron_mean_max_auc: float | None = None
+    per_label: pd.DataFrame | None = None
+    train_seconds: float | None = None
+    rows_per_second: float | None = None
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row: the scalar fields and ``<variant>_<metric>`` accuracy columns (``base_ndcg@10``,
+        ``spliced_ndcg@10``, ...), so reports of several SAEs stack with ``pd.concat``."""
+        row: dict[str, Any] = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("accuracy", "per_label")
+        }
+        for variant, m in self.accuracy.items():
+            row.update({f"{variant}_{k}": v for k, v in m.items() if k != "n_cases"})
+        row["n_cases"] = self.accuracy["base"].get("n_cases")
+        return pd.DataFrame([row])
+
+
+@torch.no_grad()
+def _encode_rows(
+    sae: SparseAutoencoder, x_ND: torch.Tensor, dev: torch.device, chunk: int = 8192
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_hat (N, d), acts (N, m))`` on CPU, encoded in chunks on ``dev``."""
+    xh, acts = [], []
+    for s in range(0, len(x_ND), chunk):
+        out = sae(x_ND[s : s + chunk].to(dev, sae.W_enc.dtype))
+        xh.append(out.x_hat.float().cpu())
+        acts.append(out.acts.float().cpu())
+    return torch.cat(xh), torch.cat(acts)
+
+
+def evaluate_sae(
+    sae: SparseAutoencoder,
+    model: Recommender,
+    site: str,
+    split: Split,
+    *,
+    acts: probe.ActivationSet | None = None,
+    part: str = "test",
+    ks: Sequence[int] = (10,),
+    ties: str = "optimistic",
+    positions: str = "last",
+    keep_error_too: bool = True,
+    item_labels: torch.Tensor | None = None,
+    label_names: Sequence[str] | None = None,
+    train_result: SAETrainResult | None = None,
+    max_rows: int | None = 200_000,
+    seed: int = 42,
+    device: str | torch.device | None = None,
+    batch_size: int = 512,
+) -> SAEReport:
+    """Evaluate one SAE at ``site`` of ``model`` on held-out data, as SAELens's ``run_evals`` does for LMs.
+
+    Row statistics (reconstruction P1 §4.4, sparsity, label alignment P1 §4.1-4.2) use ``acts``, the
+    activations of the ``part`` users (collected here when ``None``: every non-padding position of a
+    ``(B, L, D)`` site, one row per user of a ``(B, D)`` site, the table of an item site), subsampled to
+    ``max_rows`` with ``seed`` (P1: 200,000 rows, seed 42). Accuracy is full-ranking HR/NDCG/MRR/coverage
+    at ``ks`` (papers.md §4.3) of the base model and of the model with the SAE spliced in at ``positions``
+    (for ``(B, L, D)`` sites; P2 splices every position of its final states: ``"all"``), with the error
+    term dropped and, if ``keep_error_too``, kept (which must give the base numbers); ``ties`` is the
+    rank rule of :mod:`recsae_core.evaluate` (P2: ``"pessimistic"``).
+
+    Label alignment (``item_labels``: ``(n_items, G)``): each row is labelled by its ``items`` entry (the
+    input item of a sequence position, the user's last item, the table's item; rows without an item are
+    left out); :func:`recsae_core.metrics.per_label_summary` of the SAE features and of the raw neurons.
+    """
+    dev = resolve_device(device)
+    sae = sae.eval().to(dev)
+    model.eval().to(dev)
+    if acts is None:
+        acts = probe.collect_activations(
+            model, site, probe.part_batch(model, split, part), positions="all", device=dev, progress=False
+        )
+    if acts.acts.shape[1] != sae.d_in:
+        raise ValueError(f"the activations have width {acts.acts.shape[1]}, the SAE expects {sae.d_in}")
+    idx = metrics.sample_rows(len(acts), max_rows, seed) if max_rows is not None else torch.arange(len(acts))
+    x = acts.acts[idx].float()
+    x_hat, f = _encode_rows(sae, x, dev)
+    rec = metrics.reconstruction_stats(x, x_hat)
+    rates = metrics.firing_rates(f)
+
+    accuracy = probe.splice_accuracy(
+        model,
+        site,
+        sae,
+        split,
+        part,
+        ks,
+        positions=positions,
+        batch_size=batch_size,
+        device=dev,
+        ties=ties,
+        keep_error_too=keep_error_too,
+    )
+    align: dict[str, Any] = {}
+    if item_labels is not None:
+        labels = torch.as_tensor(item_labels)
+        labels = labels[:, None] if labels.ndim == 1 else labels
+        items = acts.items[idx]
+        has = items >= 0
+        if not bool(has.any()):
+            raise ValueError(f"the rows of {site} name no item: label alignment needs rows with items")
+        row_labels = labels[items[has]]
+        sae_tab = metrics.per_label_summary(f[has], row_labels, label_names, max_rows=None)
+        raw_tab = metrics.per_label_summary(x[has], row_labels, label_names, max_rows=None)
+        per_label = sae_tab.assign(neuron_max_corr=raw_tab["max_corr"], neuron_max_auc=raw_tab["max_auc"])
+        align = {
+            "mean_max_corr": float(sae_tab["max_corr"].mean()),
+            "neuron_mean_max_corr": float(raw_tab["max_corr"].mean()),
+            "mean_max_auc": float(sae_tab["max_auc"].mean()),
+            "neuron_mean_max_auc": float(raw_tab["max_auc"].mean()),
+            "per_label": per_label,
+        }
+    return SAEReport(
+        architecture=sae.architecture,
+        site=site,
+        part=part,
+        positions=positions,
+        ties=ties,
+        d_in=sae.d_in,
+        n_latents=sae.n_latents,
+        n_rows=len(x),
+        explained_variance=rec["explained_variance"],
+        fvu=rec["fvu"],
+        mse=rec["mse"],
+        l0=float(metrics.l0(f).double().mean()),
+        dead_fraction=float((rates == 0).double().mean()),
+        dense_fraction=float((rates > DENSE_RATE).double().mean()),
+        accuracy=accuracy,
+        train_seconds=None if train_result is None else float(train_result.seconds),
+        rows_per_second=None if train_result is None else float(train_result.rows_per_second),
+        **align,
+    )

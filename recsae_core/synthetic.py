@@ -19,11 +19,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
+from recsae_core.data.dataset import RecDataset, Split
+from recsae_core.data.splits import leave_one_out
 from recsae_core.models.base import Recommender, UserBatch
 
-__all__ = ["PlantedRecommender", "PlantedRows", "PlantedWorld", "planted_rows", "planted_world"]
+__all__ = [
+    "PlantedRecommender",
+    "PlantedRows",
+    "PlantedWorld",
+    "planted_rows",
+    "planted_split",
+    "planted_world",
+]
 
 
 def _directions(n_groups: int, d: int, gen: torch.Generator) -> torch.Tensor:
@@ -205,3 +215,36 @@ def planted_world(
     targets[:] = draws[:, maxlen]
     model = PlantedRecommender(item_emb.float(), maxlen).eval()
     return PlantedWorld(model, torch.arange(n_users), seqs, targets, groups, dirs, taste)
+
+
+def planted_split(world: PlantedWorld) -> Split:
+    """A leave-one-out :class:`~recsae_core.data.dataset.Split` of the planted world: each user's history
+    in order, then its held-out target; test = the target, valid = the last history item (so the test
+    history is the user's full ``seqs`` row). Items are labelled by their groups ``g0, g1, ...``."""
+    r, c = torch.nonzero(world.seqs > 0, as_tuple=True)
+    n_users, n_items = len(world.users), world.model.n_items
+    inter = pd.DataFrame(
+        {
+            "user": torch.cat([r, world.users]).numpy(),
+            "item": torch.cat([world.seqs[r, c] - 1, world.targets]).numpy(),
+            "rating": np.float32(1.0),
+            "timestamp": torch.cat([c, torch.full((n_users,), world.seqs.shape[1])]).numpy().astype(np.int64),
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(n_items),
+            "title": [f"i{i}" for i in range(n_items)],
+            "year": pd.array([pd.NA] * n_items, dtype="Int64"),
+        }
+    )
+    names = [f"g{g}" for g in range(world.item_groups.shape[1])]
+    ds = RecDataset(
+        "planted",
+        inter,
+        items,
+        world.item_groups.numpy().copy(),
+        names,
+        pd.DataFrame({"user_id": np.arange(n_users)}),
+    )
+    return leave_one_out(ds)

@@ -6,6 +6,7 @@ import dataclasses
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -231,3 +232,149 @@ def test_cached_activations_hit_and_layout(tmp_path, monkeypatch):
     assert sae_eval.sae_cache_key(a, S.TopKConfig(d_in=16, n_latents=8, k=2)) != sae_eval.sae_cache_key(
         last, S.TopKConfig(d_in=16, n_latents=8, k=2)
     )
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+@pytest.fixture(scope="module")
+def planted():
+    """A planted world (8 groups in superposition in d = 32), its split, and a TopK SAE trained on the
+    valid users' sequence positions."""
+    from recsae_core.synthetic import planted_split
+
+    world = planted_world(n_users=200, n_items=200, n_groups=8, d=32, seed=0)
+    split = planted_split(world)
+    batch = probe.part_batch(world.model, split, "valid")
+    acts = probe.collect_activations(world.model, "planted.seq", batch, progress=False)
+    res = S.train_sae(
+        S.TopKConfig(d_in=32, n_latents=32, k=3),
+        acts.acts,
+        S.TrainConfig(steps=300, batch_size=256, lr=3e-3, warmup_steps=20),
+        progress=False,
+    )
+    return world, split, res
+
+
+def test_evaluate_sae_on_planted_concepts(planted):
+    from recsae_core.evaluate import evaluate
+
+    world, split, res = planted
+    rep = sae_eval.evaluate_sae(
+        res.sae,
+        world.model,
+        "planted.seq",
+        split,
+        positions="all",
+        item_labels=world.item_groups,
+        train_result=res,
+    )
+    base = evaluate(world.model, split, "test", ks=(10,))
+    assert rep.accuracy["base"] == base and rep.accuracy["spliced_keep_error"] == base
+    assert rep.explained_variance > 0.95 and rep.fvu < 0.05 and 2.5 < rep.l0 <= 3.0
+    assert abs(rep.accuracy["spliced"]["ndcg@10"] - base["ndcg@10"]) < 0.1 * base["ndcg@10"]
+    # concepts in superposition: SAE features align with the groups better than the raw neurons
+    assert rep.mean_max_corr > 0.9 and rep.mean_max_corr > rep.neuron_mean_max_corr + 0.15
+    assert rep.mean_max_auc > rep.neuron_mean_max_auc
+    assert list(rep.per_label["label"]) == [str(g) for g in range(8)] and len(rep.per_label) == 8
+    assert rep.per_label["neuron_max_corr"].mean() == pytest.approx(rep.neuron_mean_max_corr)
+    assert (rep.train_seconds, rep.rows_per_second) == (res.seconds, res.rows_per_second)
+    # the rows are the test users' non-padding positions (the full histories)
+    assert rep.n_rows == int((world.seqs > 0).sum())
+    # a broken SAE (each latent decodes to its neighbour's atom) loses the accuracy; an untrained SAE is
+    # no control on this world (its top-3 random atoms keep the user's direction: ndcg 0.124 vs 0.138)
+    broken = S.from_config(res.sae.cfg)
+    broken.load_state_dict(res.sae.state_dict())
+    with torch.no_grad():
+        broken.W_dec.copy_(res.sae.W_dec.roll(1, 0))
+    bad = sae_eval.evaluate_sae(
+        broken, world.model, "planted.seq", split, positions="all", keep_error_too=False
+    )
+    assert bad.accuracy["spliced"]["ndcg@10"] < 0.5 * base["ndcg@10"] and bad.explained_variance < 0.5
+    assert "spliced_keep_error" not in bad.accuracy and bad.mean_max_corr is None
+    frame = pd.concat([rep.to_frame(), bad.to_frame()], ignore_index=True)
+    assert len(frame) == 2 and {"explained_variance", "l0", "base_ndcg@10", "spliced_ndcg@10"} <= set(frame)
+    assert frame["mean_max_corr"].isna().tolist() == [False, True]
+
+
+def test_evaluate_sae_sparsity_counts_and_row_sample(planted):
+    world, split, _ = planted
+    sae = S.from_config(S.ReluL1Config(d_in=32, n_latents=8)).eval()
+    with torch.no_grad():
+        sae.b_enc[0], sae.b_enc[1] = 100.0, -100.0  # latent 0 fires on every row, latent 1 on none
+    acts = probe.collect_activations(
+        world.model, "planted.item", probe.part_batch(world.model, split), progress=False
+    )
+    rep = sae_eval.evaluate_sae(sae, world.model, "planted.item", split, acts=acts, max_rows=150)
+    rates = sae.encode(acts.acts[torch.randperm(200, generator=torch.Generator().manual_seed(42))[:150]]) > 0
+    rates = rates.double().mean(0)
+    assert rep.n_rows == 150 and rep.dead_fraction == float((rates == 0).double().mean()) >= 1 / 8
+    assert rep.dense_fraction == float((rates > sae_eval.DENSE_RATE).double().mean()) >= 1 / 8
+    assert rep.l0 == pytest.approx(float(rates.sum()))  # mean L0 = sum of firing rates
+    with pytest.raises(ValueError, match="width"):
+        sae_eval.evaluate_sae(
+            S.from_config(S.ReluL1Config(d_in=16, n_latents=8)), world.model, "planted.item", split, acts=acts
+        )
+
+
+def test_label_statistics_use_one_row_rule():
+    """per_label_summary and mean_max_correlation subsample the same rows (P1: 200k rows, seed 42)."""
+    from recsae_core import metrics as M
+
+    g = torch.Generator().manual_seed(0)
+    n = 200_500
+    labels = torch.rand(n, 2, generator=g) < 0.3
+    H = labels.float() @ torch.randn(2, 3, generator=g) + torch.randn(n, 3, generator=g)
+    H[:500] += 50.0 * labels[:500, :1]  # rows whose presence in the sample changes the numbers
+    summary = M.per_label_summary(H, labels, auc=False)
+    assert M.mean_max_correlation(H, labels) == pytest.approx(float(summary["max_corr"].mean()), rel=1e-12)
+    every = M.mean_max_correlation(H, labels, max_rows=None)
+    assert every != pytest.approx(M.mean_max_correlation(H, labels), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- steering
+def test_steering_sweep_builds_cases_from_the_split(planted):
+    from recsae_core import steer
+    from recsae_core.evaluate import evaluate
+
+    world, split, res = planted
+    sae = res.sae
+    H = sae.encode(world.model.item_emb.detach())
+    feat = int((H * world.item_groups[:, 3:4]).mean(0).argmax())  # the latent of group 3
+    base = evaluate(world.model, split, "test", ks=(10,))
+    df = steer.steering_sweep(
+        world.model, "planted.user", sae, split, "test", feat, [0.0, 2.0], item_labels=world.item_groups, k=10
+    )
+    for key in ("hr@10", "ndcg@10", "mrr@10", "coverage@10"):
+        assert df[key].iloc[0] == pytest.approx(base[key], rel=1e-12), key  # α = 0 is the base model
+    assert df["share_3"].iloc[1] > 0.8 > df["share_3"].iloc[0]
+    fans = torch.nonzero(world.user_taste[:, 3] > 0.5).squeeze(1)
+    sub = steer.steering_sweep(
+        world.model,
+        "planted.user",
+        sae,
+        split,
+        features=feat,
+        values=[0.0],
+        users=fans,
+        item_labels=world.item_groups,
+    )
+    assert sub["share_3"].iloc[0] > 2 * df["share_3"].iloc[0]
+    # item-table site: no batch to build by hand; α = 0 is exact there too
+    item = int(torch.nonzero(~world.item_groups[:, 3])[0])
+    items = steer.steering_sweep(
+        world.model,
+        "planted.item",
+        sae,
+        split,
+        "test",
+        feat,
+        [0.0, 5.0],
+        rows=[item],
+        item_labels=torch.arange(200) == item,
+        label_names=["promoted"],
+    )
+    assert items["ndcg@10"].iloc[0] == pytest.approx(base["ndcg@10"], rel=1e-12)
+    assert items["share_promoted"].iloc[1] > items["share_promoted"].iloc[0]
+    with pytest.raises(TypeError, match="part"):
+        steer.steering_sweep(
+            world.model, "planted.user", sae, split, feat, [1.0], item_labels=world.item_groups
+        )
