@@ -94,10 +94,35 @@ def test_cli_datasets_lists_all(shared_data, capsys):
     assert "found:" in out
 
 
-def test_resolve_ml1m_variant(shared_data):
-    from recsae_core.data.registry import locate, resolve_variant
+def test_real_leave_one_out_holds_out_each_users_latest_events(shared_data):
+    ds = load_dataset("ml-100k")
+    loo = leave_one_out(ds)
+    latest = ds.interactions.groupby("user")["timestamp"].max()
+    test, valid = loo.test.set_index("user"), loo.valid.set_index("user")
+    assert test.index.is_unique and (test["timestamp"] == latest[test.index]).all()
+    train_latest = loo.train.groupby("user")["timestamp"].max()
+    assert (valid["timestamp"] <= test["timestamp"]).all()
+    assert (train_latest <= valid.loc[train_latest.index, "timestamp"]).all()
+    assert (latest > ds.interactions.groupby("user")["timestamp"].min()).all()  # first != last for everyone
 
-    if locate("ml-1m")[0] is None:  # the shared folder has no official ratings.dat
-        assert resolve_variant("ml-1m", need_timestamps=True) == "ml-1m-prefix"
-        assert resolve_variant("ml-1m") == "ml-1m-notime"
+
+def test_resolve_ml1m_variant(shared_data, tmp_path, monkeypatch):
+    """Both cases, whatever the shared folder holds: a data folder with (empty stand-ins for) the official
+    ML-1M files, and one with only the variants built from public copies."""
+    from recsae_core.data.registry import get_spec, locate, resolve_variant
+
     assert resolve_variant("ml-100k", need_timestamps=True) == "ml-100k"
+    real = "ml-1m" if locate("ml-1m")[0] is not None else "ml-1m-prefix"
+    assert resolve_variant("ml-1m", need_timestamps=True) == real
+    monkeypatch.setenv("RECSAE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECSAE_DATA", str(tmp_path / "data"))
+    folder = tmp_path / "data" / get_spec("ml-1m").folder
+    folder.mkdir(parents=True)
+    assert resolve_variant("ml-1m", need_timestamps=True) == "ml-1m"  # nothing here: download the official
+    for name in ("ml-1m-prefix", "ml-1m-notime"):
+        for f in get_spec(name).files:
+            (folder / f).touch()
+    assert resolve_variant("ml-1m", need_timestamps=True) == "ml-1m-prefix"
+    assert resolve_variant("ml-1m") == "ml-1m-notime"
+    (folder / "ratings.dat").touch()
+    assert resolve_variant("ml-1m", need_timestamps=True) == "ml-1m" == resolve_variant("ml-1m")

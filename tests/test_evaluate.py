@@ -199,18 +199,24 @@ def test_evaluate_scores_fn_passes_left_padded_histories():
     split = tiny_split()
     seen_batches = []
 
+    # a "next item" rule keyed on the item in the last column: 0 -> 2, 2 -> 3, 1 -> 0 (the valid targets
+    # of u0, u1, u2 when the last column is the most recent item), over a base score 0.1 * item (no ties)
+    nxt = torch.tensor([2, 0, 3, 3])
+
     def score_fn(batch: UserBatch) -> torch.Tensor:
         seen_batches.append(batch)
-        # score = 1 for the item stored in the last column (most recent), else 0
-        scores = torch.zeros(len(batch.users), 4)
-        scores[torch.arange(len(batch.users)), batch.seqs[:, -1] - 1] = 1.0
+        scores = 0.1 * torch.arange(4.0).repeat(len(batch.users), 1)
+        scores[torch.arange(len(batch.users)), nxt[batch.seqs[:, -1] - 1]] += 1.0
         return scores
 
     m = evaluate_scores_fn(score_fn, split, "valid", ks=(1,), maxlen=5, batch_size=2)
     assert all(b.seqs is not None and b.seqs.shape[0] == len(b.users) for b in seen_batches)
-    # the most recent item is always masked, so every target ties at 0 with the unseen others -> optimistic rank 0
+    # histories in time order, most recent last: u0 [1, 0], u1 [0, 2], u2 [1] -> every target ranks first.
+    # With u0's history in row order ([0, 1]) its rule gives item 0 (seen): target 2 (0.2) < item 3 (0.3).
     assert m["hr@1"] == 1.0
-    assert evaluate_scores_fn(score_fn, split, "valid", ks=(1,), maxlen=5, ties="pessimistic")["hr@1"] < 1.0
+    assert evaluate_scores_fn(score_fn, split, "valid", ks=(1,), maxlen=5, ties="pessimistic")["hr@1"] == 1.0
+    rows = {int(u): q.tolist() for b in seen_batches[:2] for u, q in zip(b.users, b.seqs, strict=True)}
+    assert rows == {0: [2, 1], 1: [1, 3], 2: [0, 2]}  # items + 1, left-padded, trimmed to the batch
     with pytest.raises(ValueError, match="part"):
         evaluate_scores_fn(score_fn, split, "train", maxlen=5)
 

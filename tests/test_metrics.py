@@ -187,6 +187,18 @@ def test_rbo_ceiling_hand_case_padding_and_empty():
     )
 
 
+def test_rbo_uses_p_and_depth():
+    A, B = [[1, 2, 3]], [[1, 3, 2]]  # overlaps |A_d ∩ B_d| / d = 1, 1/2, 1
+    # p = 0.5: 0.5 * (1 + 0.5 * 1/2 + 0.25 * 1) = 0.75; depth 2: 0.5 * (1 + 0.25) = 0.625
+    assert M.rbo(A, B, p=0.5, depth=3).item() == pytest.approx(0.75)
+    assert M.rbo(A, B, p=0.5, depth=2).item() == pytest.approx(0.625)
+    assert M.rbo(A, B, p=0.5).item() == pytest.approx(0.75)  # depth 30 is cut to the lists' length 3
+    assert M.rbo(A, B, p=0.9, depth=2).item() == pytest.approx(0.1 * (1 + 0.9 / 2))
+    assert M.rbo(A, A, p=0.5, depth=3).item() == pytest.approx(M.rbo_ceiling(0.5, 3)) == pytest.approx(0.875)
+    with pytest.raises(ValueError, match=r"p must be in \(0, 1\)"):
+        M.rbo(A, B, p=1.0)
+
+
 def _tau_reference(a: list[int], b: list[int]) -> float:
     union = list(dict.fromkeys(a + b))
     ra = [a.index(i) + 1 if i in a else len(a) + 1 for i in union]

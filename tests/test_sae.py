@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,8 +11,9 @@ import torch
 import recsae_core.sae as S
 from recsae_core import metrics as M
 from recsae_core.models.base import UserBatch
+from recsae_core.sae import trainer as trainer_mod
 from recsae_core.sae.registry import register_sae
-from recsae_core.sae.trainer import _lr_at
+from recsae_core.sae.trainer import _lr_at, _pred_loss
 from recsae_core.synthetic import planted_rows
 
 D, MLAT = 16, 48
@@ -113,6 +115,10 @@ def test_config_dict_round_trip_and_matryoshka_default_prefixes():
 @pytest.mark.parametrize("training", [False, True])
 def test_forward_equals_decode_of_encode_with_any_leading_shape(arch, training):
     sae = built(arch).train(training)
+    if sae.has_input_norm:
+        sae.set_input_normalization(0.5, 2.0)
+    if arch == "batch_topk":
+        sae.threshold.fill_(0.05)
     x = torch.randn(3, 5, D)
     out = sae(x)
     assert (
@@ -122,6 +128,40 @@ def test_forward_equals_decode_of_encode_with_any_leading_shape(arch, training):
     assert torch.equal(out.acts, acts)
     assert torch.equal(out.x_hat, sae.decode(acts, stats))
     assert (out.acts >= 0).all()
+    # and the numbers are the architecture's formulas, recomputed from the parameters
+    pre, ref_acts, ref_xhat = reference_forward(sae, x.reshape(-1, D))
+    assert torch.allclose(out.pre_acts.reshape(-1, MLAT).double(), pre, atol=1e-5)
+    assert torch.allclose(out.acts.reshape(-1, MLAT).double(), ref_acts, atol=1e-5)
+    assert torch.allclose(out.x_hat.reshape(-1, D).double(), ref_xhat, atol=1e-5)
+
+
+def reference_forward(sae: S.SparseAutoencoder, x_ND: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(pre, acts, x_hat)`` in float64 from the parameters and the formulas of papers.md (§1.6, §2.3, §3.3),
+    written independently of the modules: a row-wise top-k, a batch-wide top-(k N), ReLU, thresholding."""
+    x = x_ND.double()
+    W_enc, b_enc, b_dec = sae.W_enc.double(), sae.b_enc.double(), sae.b_dec.double()
+    W_dec = sae.decoder_weight.double()
+    mu, sd = float(sae.input_mean), float(sae.input_std)
+    if getattr(sae.cfg, "normalize_rows", False):
+        row_mu = x.mean(1, keepdim=True)
+        row_sd = (x - row_mu).std(1, keepdim=True) + 1e-5
+        mu, sd = row_mu, row_sd
+    pre = ((x - mu) / sd - b_dec) @ W_enc.T + b_enc
+    relu = pre.clamp_min(0)
+    arch = sae.architecture
+    if arch == "topk":
+        keep = torch.zeros_like(pre, dtype=torch.bool).scatter(1, pre.topk(sae.cfg.k, dim=1).indices, True)
+    elif arch == "batch_topk" and sae.training:
+        flat = pre.reshape(-1)
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        keep[flat.topk(sae.cfg.k * len(pre)).indices] = True
+        keep = keep.view_as(pre)
+    elif arch == "batch_topk":
+        keep = pre > float(sae.threshold)
+    else:  # relu_l1, p3, matryoshka
+        keep = torch.ones_like(pre, dtype=torch.bool)
+    acts = relu * keep
+    return pre, acts, (acts @ W_dec + b_dec) * sd + mu
 
 
 def test_topk_keeps_k_per_row_and_batch_topk_keeps_k_times_batch():
@@ -233,7 +273,7 @@ def test_training_is_seeded_and_reduces_the_loss():
     assert r1.history[-1]["fvu"] < r1.history[0]["fvu"]
     assert [h["step"] for h in r1.history] == [10, 20, 30, 40, 50, 60]
     assert set(r1.history[0]) >= {"loss", "lr", "l0", "fvu", "dead_fraction"}
-    assert r1.rows_per_second > 0 and not r1.sae.training
+    assert r1.rows_per_second == pytest.approx(60 * 64 / r1.seconds) and not r1.sae.training
 
 
 def test_custom_sampler_and_callback():
@@ -314,6 +354,86 @@ def test_batch_topk_learns_a_positive_inference_threshold():
     assert thr > 0
     out = res.sae(torch.randn(64, D))
     assert torch.equal(out.acts > 0, out.pre_acts > thr)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_batch_topk_threshold_is_the_smallest_selected_activation(fused):
+    """One step on one batch holding every row: the threshold starts at that batch's smallest selected
+    positive activation (not its largest, not a mean), computed here with the weights before the step."""
+    x = torch.randn(256, D, generator=torch.Generator().manual_seed(3))
+    sae = built("batch_topk")
+    with torch.no_grad():
+        acts = reference_forward(sae.train(), x)[1]
+    selected = acts[acts > 0]
+    assert len(selected) == 4 * 256 and float(selected.min()) < 0.5 * float(selected.max())
+    res = S.train_sae(sae, x, tc(steps=1, batch_size=256, sampling="epochs", fused=fused), progress=False)
+    assert float(res.sae.threshold) == pytest.approx(float(selected.min()), rel=1e-5)
+
+
+def test_p3_prediction_losses_hand_computed_on_a_2x3_batch():
+    """P3's L_pred kinds on logits of 2 users x 3 items (papers.md §3.3)."""
+    new = [[0.5, 1.5, 0.0], [-1.0, 0.0, -1.5]]
+    orig = [[1.5, 1.5, 1.0], [-1.0, 2.0, 0.5]]
+    sig = (
+        [[1 / (1 + math.exp(-v)) for v in row] for row in new],
+        [[1 / (1 + math.exp(-v)) for v in row] for row in orig],
+    )
+    pairs = [(i, j) for i in range(2) for j in range(3)]
+    mse = 10 / 6  # differences -1, 0, -1, 0, -2, -2
+    # BCE of the reconstructed logits against the original probabilities as soft targets
+    bce = (
+        sum(
+            -(sig[1][i][j] * math.log(sig[0][i][j]) + (1 - sig[1][i][j]) * math.log(1 - sig[0][i][j]))
+            for i, j in pairs
+        )
+        / 6
+    )
+    mse_prob = sum((sig[0][i][j] - sig[1][i][j]) ** 2 for i, j in pairs) / 6
+    assert len({round(mse, 6), round(bce, 6), round(mse_prob, 6)}) == 3
+    for kind, want in (("mse", mse), ("bce", bce), ("mse_prob", mse_prob)):
+        got = _pred_loss(kind, torch.tensor(new), torch.tensor(orig))
+        assert float(got) == pytest.approx(want, rel=1e-6), kind
+
+
+@pytest.mark.parametrize(("arch", "fused"), [("topk", True), ("batch_topk", False), ("relu_l1", True)])
+def test_decoder_gradient_is_orthogonal_to_each_atom_at_every_step(arch, fused, monkeypatch):
+    """With unit-norm atoms only the tangential part of W_dec's gradient reaches the optimiser (P1
+    ConstrainedAdam): checked on the gradient the optimiser actually steps with."""
+    sae = built(arch)
+    dots, norms = [], []
+    make = trainer_mod._make_optimizer
+
+    def spying_optimizer(params, tc_):
+        opt = make(params, tc_)
+        step = opt.step
+
+        def checked_step(*args, **kw):
+            g, w = sae.W_dec.grad, sae.W_dec.detach()
+            dots.append(float((g * w).sum(1).abs().max()))
+            norms.append(float(g.norm(dim=1).max()))
+            return step(*args, **kw)
+
+        opt.step = checked_step
+        return opt
+
+    monkeypatch.setattr(trainer_mod, "_make_optimizer", spying_optimizer)
+    S.train_sae(sae, torch.randn(256, D) * 2 + 1, tc(steps=8, fused=fused), progress=False)
+    assert len(dots) == 8 and min(norms) > 1e-4  # the gradient is not trivially zero ...
+    assert max(d / n for d, n in zip(dots, norms, strict=True)) < 1e-5  # ... and has no radial part
+
+
+@pytest.mark.parametrize("arch", ["topk", "batch_topk"])
+@pytest.mark.parametrize("training", [True, False])
+def test_topk_never_keeps_a_negative_pre_activation(arch, training):
+    """Most encoder biases strongly negative: fewer than k latents per row are positive, so the top k
+    include negative pre-activations, which must come out as 0 (P2 ``TopK(ReLU(.))``)."""
+    sae = built(arch).train(training)
+    with torch.no_grad():
+        sae.b_enc[2:] = -10.0
+    out = sae(torch.randn(32, D))
+    assert (out.pre_acts < 0).sum(1).min() >= MLAT - 2  # the precondition: negatives among every row's top k
+    assert (out.acts >= 0).all()
+    assert ((out.acts > 0) <= (out.pre_acts > 0)).all()
 
 
 def test_training_a_folded_export_with_unit_norms_is_refused(tmp_path):

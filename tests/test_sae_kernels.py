@@ -173,11 +173,56 @@ def test_two_stage_selection_is_exact_and_falls_back_when_a_row_saturates():
 
 
 def test_topk_selection_is_row_compressed():
-    pre = torch.randn(9, 20)
+    pre = torch.randn(9, 20, generator=torch.Generator().manual_seed(2))
     crow, col, val = K.select_topk(pre, 3)
     assert crow.tolist() == list(range(0, 28, 3))
     assert torch.equal(col.view(9, 3).sort(1).values, pre.topk(3, dim=1).indices.sort(1).values)
     assert (val >= 0).all()
+
+
+SELECTIONS = {
+    "topk": K.select_topk,
+    "batch_topk_chunked": K.select_batch_topk,
+    "batch_topk_flat": K.select_batch_topk_flat,
+    "batch_topk_two_stage": K.select_batch_topk_two_stage,
+}
+
+
+@pytest.mark.parametrize("name", list(SELECTIONS))
+def test_selections_never_keep_a_negative_pre_activation(name):
+    """All but 2 latents strongly negative: every row's top k = 5 holds negative entries, kept as 0."""
+    pre = torch.randn(16, MLAT, generator=torch.Generator().manual_seed(5))
+    pre[:, 2:] -= 10.0
+    crow, col, val = SELECTIONS[name](pre, 5)
+    rows = torch.repeat_interleave(torch.arange(16), crow.diff())
+    assert len(val) == 5 * 16 and (pre[rows, col] < 0).sum() >= 3 * 16  # negatives were selected ...
+    assert (val >= 0).all() and torch.equal(val, pre[rows, col].clamp_min(0))  # ... and zeroed
+
+
+@pytest.mark.parametrize("case", ["topk", "batch_topk_chunked"])
+def test_fused_step_with_negative_pre_activations_matches_relu_of_the_top_k(case):
+    """The fused TopK step on an SAE whose biases are mostly -10 reconstructs from ReLU'd activations
+    only: its x_hat and its fired latents equal those of the activations computed by hand."""
+    sae = sae_for(case)
+    with torch.no_grad():
+        sae.b_enc[2:] = -10.0
+    x = torch.randn(N, D, generator=torch.Generator().manual_seed(6))
+    out = _step_loss(sae, x, None, None, True, K.Workspace())
+    with torch.no_grad():
+        pre = (x - sae.b_dec) @ sae.W_enc.T + sae.b_enc
+        k = sae.cfg.k
+        if case == "topk":
+            keep = torch.zeros_like(pre, dtype=torch.bool).scatter(1, pre.topk(k, dim=1).indices, True)
+        else:
+            keep = torch.zeros(pre.numel(), dtype=torch.bool)
+            keep[pre.reshape(-1).topk(k * N).indices] = True
+            keep = keep.view_as(pre)
+        acts = pre.clamp_min(0) * keep
+        assert (pre[keep] < 0).any()  # the precondition: negatives among the top k
+        assert torch.allclose(out.fwd.xhat_LND[-1], acts @ sae.W_dec + sae.b_dec, atol=1e-5)
+        assert torch.equal(out.fwd.fired_M, (acts > 0).any(0)) and int(out.fwd.n_active) == int(
+            (acts > 0).sum()
+        )
 
 
 def test_workspace_reuses_buffers_by_name_and_shape():

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import recsae_core.cache as cache_mod
+import recsae_core.train as train_mod
 from recsae_core.cache import artifact_key, cached_fit, load_model, save_model
 from recsae_core.data.dataset import RecDataset, Split
 from recsae_core.evaluate import evaluate
@@ -91,10 +92,24 @@ def test_training_learns_what_popularity_cannot(split, pop_ndcg, name):
     assert not result.model.training
 
 
-def test_early_stopping_respects_patience(split):
-    result = fit("bprmf", split, {**FAST["bprmf"], "lr": 0.3, "patience": 2, "epochs": 50}, progress=False)
-    h = result.history
-    assert len(h) == result.best_epoch + 2 or len(h) == 50
+@pytest.mark.parametrize("patience", [2, 3])
+def test_early_stopping_stops_patience_epochs_after_an_early_peak(split, monkeypatch, patience):
+    """Validation NDCG@10 scripted to peak at epoch 2 (a tie at epoch 3 is no improvement): training
+    stops exactly ``patience`` epochs after the peak and restores the weights validated at epoch 2."""
+    scripted = [0.10, 0.30, 0.30, 0.20, 0.25, 0.29, 0.10, 0.05]
+    weights = []
+
+    def scripted_evaluate(score_fn, data, ks, device=None):
+        weights.append({k: v.clone() for k, v in score_fn.__self__.state_dict().items()})
+        return {"ndcg@10": scripted[len(weights) - 1], "hr@10": 0.5}
+
+    monkeypatch.setattr(train_mod, "evaluate_data", scripted_evaluate)
+    result = fit("mf", split, {**FAST["mf"], "patience": patience, "epochs": 8}, progress=False)
+    assert result.best_epoch == 2
+    assert result.history["epoch"].tolist() == list(range(1, 2 + patience + 1))
+    assert result.history["valid_ndcg@10"].tolist() == scripted[: 2 + patience]
+    assert not torch.equal(weights[1]["item_emb.weight"], weights[-1]["item_emb.weight"])
+    assert all(torch.equal(v, weights[1][k]) for k, v in result.model.state_dict().items())
 
 
 def test_fit_is_deterministic_per_seed(split):
