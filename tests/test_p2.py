@@ -316,3 +316,70 @@ def test_p2_config_and_sites():
     assert p2.p2_site(sas) == "sasrec.final"
     with pytest.raises(ValueError, match="none of P2's sites"):
         p2.p2_site(OffsetPlanted(torch.randn(10, 4), 5, torch.zeros(4)))
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def _fake_result(best: int, n: int = 6) -> S.SAETrainResult:
+    h = [
+        {
+            "epoch": float(e),
+            "loss": 1.0 / e,
+            "dead_latents": float(10 - e),
+            "dev_ndcg@5": 0.1 - abs(e - best) / 100,
+        }
+        for e in range(1, n + 1)
+    ]
+    return S.SAETrainResult(
+        sae=S.from_config(topk_cfg()),
+        history=[],
+        train_config=S.TrainConfig(),
+        steps=n,
+        seconds=0.0,
+        rows_per_second=0.0,
+        rows_since_fired=torch.zeros(M),
+        dead_after=1,
+        dead_fraction=0.0,
+        meta={"base_dev_ndcg@5": 0.12},
+        epoch_history=h,
+        best_epoch=best,
+    )
+
+
+def test_p2_training_curves_plot_every_series_and_the_base_line():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recsae_core.viz import p2 as V
+
+    fig = V.plot_p2_training_curves(
+        {"a k=8": _fake_result(3), "b k=4": _fake_result(2)}, base_dev={"b k=4": 0.2}
+    )
+    ax_l, ax_d, ax_v = fig.axes[:3]
+    assert [line.get_label() for line in ax_l.get_lines()] == ["a k=8", "b k=4"]
+    assert [list(line.get_ydata()) for line in ax_d.get_lines()] == [[9, 8, 7, 6, 5, 4]] * 2
+    stars = [line for line in ax_v.get_lines() if line.get_marker() == "*"]
+    assert [(float(s.get_xdata()[0]), float(s.get_ydata()[0])) for s in stars] == [(3, 0.1), (2, 0.1)]
+    hlines = sorted(float(line.get_ydata()[0]) for line in ax_v.get_lines() if line.get_linestyle() == ":")
+    assert hlines == [0.12, 0.2]  # meta's base value, and the explicit one
+    plt.close(fig)
+    bad = _fake_result(2)
+    bad.epoch_history = []
+    with pytest.raises(ValueError, match="no epoch_history"):
+        V.plot_p2_training_curves({"x": bad})
+
+
+def test_reconstruction_table_view_labels_models_and_states_the_tie_rule():
+    from recsae_core.viz import p2 as V
+
+    df = pd.DataFrame(
+        {
+            "model": ["sasrec", "sasrec", "sasrec"],
+            "k": pd.array([pd.NA, 8, 8], dtype="Int64"),
+            "variant": ["base", "SAE", "untrained SAE"],
+            "NDCG@5": [0.07, 0.068, 0.0015],
+        }
+    )
+    html = V.reconstruction_table_view(df).to_html()
+    assert "SASRec+" in html and "pessimistic" in html and "–" in html and "0.0015" in html
