@@ -95,6 +95,7 @@ __all__ = [
     "pages_to_build",
     "plan",
     "run_book",
+    "ship_widget_fonts",
 ]
 
 #: bump when the runner changes what it writes into executed notebooks (post-processing), to re-execute.
@@ -824,7 +825,37 @@ def build_html(src: Path, output: Path) -> Path:
             + "\n  ".join(warnings[-30:] or log.splitlines()[-30:])
             + f"\n  full log: {output / '_build' / 'build.log'}"
         )
-    return output / "_build" / "html"
+    html = output / "_build" / "html"
+    ship_widget_fonts(html)
+    return html
+
+
+def ship_widget_fonts(html: Path) -> list[Path]:
+    """Put the widget manager's icon fonts where its pages ask for them; return the folders written.
+
+    ``embed-amd.js`` holds two webpack bundles whose public path is the URI of the require.js module they were
+    loaded as, relative to the page: ``@jupyter-widgets/html-manager/dist/...`` and ``@jupyter-widgets/...``.
+    Their font-awesome CSS therefore asks for ``<page folder>/@jupyter-widgets/html-manager/dist/<hash>.woff2``
+    and ``<page folder>/@jupyter-widgets/<hash>.woff2`` (404 without this; browsers then try ``.woff`` and
+    ``.ttf``, 404 too). Every folder with a page that embeds the manager gets the ``.woff2`` files (168 KB
+    each time), which every current browser takes first.
+    """
+    fonts = sorted((html / "_static" / "html-manager").glob("*.woff2"))
+    written = []
+    folders = {page.parent for page in html.rglob("*.html") if "embed-amd.js" in page.read_text("utf-8")}
+    for folder in sorted(folders):
+        for sub in _WIDGET_FONT_DIRS:
+            dest = folder / sub
+            dest.mkdir(parents=True, exist_ok=True)
+            for font in fonts:
+                if not (dest / font.name).is_file():
+                    shutil.copy2(font, dest / font.name)
+            written.append(dest)
+    return written
+
+
+#: where the widget manager's bundles look for their fonts, relative to the page (see ship_widget_fonts).
+_WIDGET_FONT_DIRS = ("@jupyter-widgets/html-manager/dist", "@jupyter-widgets")
 
 
 # --------------------------------------------------------------------------------------------------- driver

@@ -73,14 +73,30 @@ class _Visit:
 
     def __init__(self, browser, base: str) -> None:
         self.outside: list[str] = []
+        self.failed: list[
+            str
+        ] = []  # same-origin requests that failed or answered >= 400 (e.g. a missing font)
         self.errors: list[str] = []
         self.page = browser.new_page(viewport={"width": 1280, "height": 900})
         self.page.route("**/*", self._route)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("response", self._response)
+        self.page.on("requestfailed", self._request_failed)
         self.base = base
 
+    def _local(self, url: str) -> bool:
+        return url.startswith(self.base + "/")
+
+    def _response(self, response) -> None:
+        if self._local(response.url) and response.status >= 400:
+            self.failed.append(f"{response.status} {response.url}")
+
+    def _request_failed(self, request) -> None:
+        if self._local(request.url):
+            self.failed.append(f"{request.failure} {request.url}")
+
     def _route(self, route) -> None:
-        if route.request.url.startswith(self.base + "/"):
+        if self._local(route.request.url):
             route.continue_()
         else:
             self.outside.append(route.request.url)
@@ -100,6 +116,7 @@ def test_no_outside_request_and_no_js_error_on_any_page(site, browser):
     for path in pages:
         visit.open(path)
     assert visit.outside == [], f"pages asked for outside addresses: {sorted(set(visit.outside))}"
+    assert visit.failed == [], f"same-origin requests failed: {sorted(set(visit.failed))}"
     assert visit.unexpected_errors() == []
     visit.page.close()
 
@@ -167,5 +184,14 @@ def test_ipywidgets_panel_renders(site, browser):
     assert panel.locator("input").count() >= 1  # user id
     text = panel.inner_text()
     assert "history items" in text and "top-" in text
+    # an icon in a widget loads the manager's font-awesome fonts, from a path relative to the page
+    loaded = page.evaluate(
+        "async () => { await document.fonts.load('900 16px \"Font Awesome 5 Free\"');"
+        " await document.fonts.load('400 16px \"Font Awesome 5 Brands\"');"
+        " return [...document.fonts].filter(f => f.family.includes('Font Awesome')).map(f => f.status); }"
+    )
+    assert loaded and "loaded" in loaded, loaded
+    page.wait_for_load_state("networkidle")
+    assert visit.failed == [], f"same-origin requests failed: {sorted(set(visit.failed))}"
     assert visit.outside == [] and visit.unexpected_errors() == []
     visit.page.close()
