@@ -288,10 +288,8 @@ class SASRec(Recommender):
             x = self._run_blocks(self.embed(seqs), seqs, 0, last_only_final=True)
             return self.final_ln(x[:, -1])
         if site == "sasrec.final":
-            x = self.representation(f"sasrec.block{len(self.blocks) - 1}", batch)
-            out = self.final_ln(x)
-            out[:, -1] = self.final_ln(x[:, -1])  # score()'s own computation at the last position (bit-exact)
-            return out
+            # the last block's site computes its last position as score() does: bit-exact score_from
+            return self.final_ln(self.representation(f"sasrec.block{len(self.blocks) - 1}", batch))
         x = self.embed(seqs)
         mask, keep = self._masks(seqs)
         i = self._block_index(site)
