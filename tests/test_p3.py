@@ -214,6 +214,15 @@ def test_item_decades_and_decade_profiles():
     assert prof.loc[1, "peak_decade"] == 1970 and prof.loc[1, "peak_share"] == 1.0
     assert prof.loc[1, "peak_lift"] == pytest.approx(1 / 0.4)
     assert prof.attrs["catalogue"] == {1970: 0.4, 1990: 0.6}
+    # an old-films neuron on a catalogue dominated by the 1990s: its top list still peaks in the 1990s,
+    # the lift finds the 1950s
+    dec = pd.Series([1990] * 80 + [1950] * 20)
+    old = torch.zeros(100, 1)
+    old[80:, 0] = 1.0
+    old[:21, 0] = 2.0  # 21 of its top-40 are 1990s films, 19 from the 1950s
+    prof = p3.decade_profiles(old, dec, top=40)
+    assert prof.loc[0, "peak_decade"] == 1990 and prof.loc[0, "lift_decade"] == 1950
+    assert prof.loc[0, "max_lift"] == pytest.approx((19 / 40) / 0.2)
 
 
 # -------------------------------------------------------------------------------------- demographics

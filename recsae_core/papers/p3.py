@@ -441,13 +441,17 @@ def item_decades(items: pd.DataFrame) -> pd.Series:
     return ((year // 10) * 10).astype("Int64").rename("decade")
 
 
-def decade_profiles(item_acts: torch.Tensor, decades: pd.Series, top: int = 200) -> pd.DataFrame:
+def decade_profiles(
+    item_acts: torch.Tensor, decades: pd.Series, top: int = 200, *, min_share: float = 0.1
+) -> pd.DataFrame:
     """Decade distribution of each neuron's ``top`` items (P3 §3.6: top-200 movies), for temporal neurons.
 
     Items without a decade are skipped (the top list is taken among dated items). Returns a
     ``neuron x decade`` DataFrame of shares (rows sum to 1) plus ``peak_decade``, ``peak_share`` and
-    ``peak_lift`` (peak share / the decade's share of all dated items: > 1 means over-represented);
-    ``df.attrs["catalogue"]`` holds the all-item decade shares.
+    ``peak_lift`` (peak share / the decade's share of all dated items: > 1 means over-represented), and
+    ``lift_decade``/``max_lift``: the most over-represented decade among those with share >= ``min_share``
+    (on MovieLens most top lists peak in the 1990s, the catalogue's bulk; "Golden Age" neurons show in
+    the lift). ``df.attrs["catalogue"]`` holds the all-item decade shares.
     """
     a = torch.as_tensor(item_acts)
     dec = pd.Series(decades).reset_index(drop=True)
@@ -468,6 +472,10 @@ def decade_profiles(item_acts: torch.Tensor, decades: pd.Series, top: int = 200)
     df["peak_decade"] = cols[peak].astype(int)
     df["peak_share"] = shares[np.arange(len(peak)), peak]
     df["peak_lift"] = df["peak_share"].to_numpy() / catalogue.to_numpy()[peak]
+    lift = np.where(shares >= min_share, shares / catalogue.to_numpy()[None, :], -np.inf)
+    best = lift.argmax(1)
+    df["lift_decade"] = cols[best].astype(int)
+    df["max_lift"] = lift[np.arange(len(best)), best]
     df.attrs["catalogue"] = {int(c): float(v) for c, v in catalogue.items()}
     return df
 
