@@ -114,6 +114,39 @@ def test_row_labels_are_the_input_items_labels(world):
         p1.row_labels(bad, world.item_groups.numpy())
 
 
+# ------------------------------------------------------------------------------------------- sweep
+def test_sweep_trains_each_config_once_through_the_cache(world, world_split, tmp_path):
+    acts = probe.collect_activations(world.model, SITE, world.batch(), progress=False)
+    kw = dict(
+        eval_acts=acts,
+        item_labels=world.item_groups,
+        label_names=[f"g{i}" for i in range(8)],
+        l1_coeffs=(0.01, 0.3),
+        dict_sizes=(16, 32),
+        l1_dict_size=32,
+        size_l1=0.3,
+        train_config=S.TrainConfig(steps=150, batch_size=256, lr=3e-3, warmup_steps=10),
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    df = p1.sweep(world.model, SITE, world_split, acts, **kw)
+    assert df[["sweep", "l1_coeff", "n_latents"]].values.tolist() == [
+        ["l1", 0.01, 32],
+        ["l1", 0.3, 32],
+        ["dict_size", 0.3, 16],
+        ["dict_size", 0.3, 32],
+    ]
+    assert df["cache_hit"].tolist() == [False, False, False, False]
+    assert df.iloc[1].drop("sweep").equals(df.iloc[3].drop("sweep"))  # the shared config, trained once
+    assert len(list(tmp_path.rglob("sae.safetensors"))) == 3
+    assert df["l0"][0] > df["l0"][1]  # a larger L1 coefficient gives sparser codes
+    assert (df["base_ndcg@10"] == evaluate(world.model, world_split, "test", ks=(10,))["ndcg@10"]).all()
+    assert (df["mean_max_corr"] > df["neuron_mean_max_corr"]).all()
+    again = p1.sweep(world.model, SITE, world_split, acts, **kw)
+    assert again["cache_hit"].all()
+    assert again.drop(columns=["cache_hit"]).equals(df.drop(columns=["cache_hit"]))
+
+
 # -------------------------------------------------------------------------------- features vs neurons
 def test_features_beat_neurons_for_planted_labels(superposed):
     pr, sae, names = superposed
@@ -281,6 +314,8 @@ def test_sweep_and_feature_neuron_and_split_plots():
     assert len(fig.axes) == 8 and fig.axes[0].get_xscale() == "log"
     assert fig.axes[4].get_xlabel() == "dictionary size" and "L1 0.1" in fig.axes[4].get_title()
     assert list(fig.axes[0].lines[0].get_ydata()) == [0.3, 0.5, 0.4]
+    assert list(fig.axes[1].lines[0].get_ydata()) == [0.99, 0.97, 0.9]  # explained variance, L1 order
+    assert list(fig.axes[6].lines[0].get_ydata()) == [20, 30]  # L0 of the size sweep
     table = pd.DataFrame(
         {
             "label": ["x", "y"],

@@ -208,25 +208,9 @@ def sweep(
 
 def _report_row(rep: Any, k: int) -> dict[str, float]:
     """The sweep's columns from an :class:`~recsae_core.sae_eval.SAEReport`."""
-    frame = rep.to_frame()
-    flat = (
-        frame.iloc[0].to_dict()
-        if len(frame) == 1
-        else dict(zip(frame.iloc[:, 0], frame.iloc[:, 1], strict=True))
-    )
-    want = {
-        "explained_variance": "explained_variance",
-        "l0": "l0",
-        "dead_fraction": "dead_fraction",
-        "mean_max_corr": "mean_max_corr",
-        "neuron_mean_max_corr": "neuron_mean_max_corr",
-        f"base_ndcg@{k}": f"base_ndcg@{k}",
-        f"spliced_ndcg@{k}": f"spliced_ndcg@{k}",
-    }
-    missing = [src for src in want.values() if src not in flat]
-    if missing:
-        raise KeyError(f"SAEReport.to_frame() lacks {missing}; it has {sorted(flat)}")
-    return {dst: float(flat[src]) for dst, src in want.items()}
+    row = rep.to_frame().iloc[0]
+    cols = ["explained_variance", "l0", "dead_fraction", "mean_max_corr", "neuron_mean_max_corr"]
+    return {c: float(row[c]) for c in [*cols, f"base_ndcg@{k}", f"spliced_ndcg@{k}"]}
 
 
 # --------------------------------------------------------------------------------- features vs neurons
