@@ -647,8 +647,8 @@ def promote_item(
     The item's code has ``neuron`` set to each value and its embedding replaced by the decoded vector
     (``keep_error=False``, P3; ``True`` adds only the edit to the original embedding). Audience: the
     ``users`` without ``item`` in their original top-``k_before``; measure: the share of them for whom
-    it enters the steered top-``k_after``. With ``targets`` (rows ``user, item``), ``ndcg@{ndcg_k}`` of the
-    audience under the edit (history masked when ``history`` is given).
+    it enters the steered top-``k_after``. With ``targets`` (rows ``user, item``), ``ndcg@{ndcg_k}`` of all
+    ``users`` under the edit (the edited item reaches everyone; history masked when ``history`` is given).
 
     Returns one row per value (``value``, ``share``, ``n_audience``, ``ndcg@k``) after a first row
     ``setting="original"`` (the unedited model; ``value`` NaN).
