@@ -383,3 +383,16 @@ def test_reconstruction_table_view_labels_models_and_states_the_tie_rule():
     )
     html = V.reconstruction_table_view(df).to_html()
     assert "SASRec+" in html and "pessimistic" in html and "–" in html and "0.0015" in html
+
+
+def test_train_p2_sae_goes_through_the_sae_cache(planted_p2, tmp_path):
+    model, split, acts, _ = planted_p2
+    tc = p2.p2_train_config(lr=1e-2, batch_size=64, epochs=3, patience=2)
+    kw = dict(train_config=tc, scale=2, progress=False, cache_dir=str(tmp_path))
+    first = p2.train_p2_sae(model, "planted.user", split, acts, 4, **kw)
+    again = p2.train_p2_sae(model, "planted.user", split, acts, 4, **kw)
+    assert not first.meta["cache_hit"] and again.meta["cache_hit"]
+    assert again.epoch_history == first.epoch_history and again.best_epoch == first.best_epoch
+    assert again.train_config.selection == tc.selection
+    assert torch.equal(again.sae.W_dec, first.sae.W_dec)
+    assert again.meta["base_dev_ndcg@5"] == first.meta["base_dev_ndcg@5"]
