@@ -7,112 +7,14 @@ project's setup script installs it for the tests).
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-from pathlib import Path
+from .conftest import BROWSER_MARKS, Visit
 
-import pytest
-import yaml
-
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.shared,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
-    ),
-]
-#: JB1 1.0.4 + Sphinx 7.4 emit these inline config scripts twice (a harmless SyntaxError, toolchain.md §10).
-KNOWN_ERRORS = ("THEBE_JS_URL", "togglebuttonSelector")
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def site(smoke_book):
-    """(base URL, page paths from the generated toc) of the smoke book served on 127.0.0.1."""
-    html = smoke_book["html"]
-    handler = functools.partial(_Quiet, directory=str(html))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    toc = yaml.safe_load((smoke_book["output"] / "_build" / "src" / "_toc.yml").read_text())
-    pages = [toc["root"]]
-    for part in toc["parts"]:
-        for ch in part["chapters"]:
-            pages += [ch["file"]] + [s["file"] for s in ch.get("sections", [])]
-    yield f"http://127.0.0.1:{server.server_address[1]}", pages
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
-
-
-class _Visit:
-    """A page with every non-local request aborted and recorded, and page errors collected."""
-
-    def __init__(self, browser, base: str) -> None:
-        self.outside: list[str] = []
-        self.failed: list[
-            str
-        ] = []  # same-origin requests that failed or answered >= 400 (e.g. a missing font)
-        self.errors: list[str] = []
-        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
-        self.page.route("**/*", self._route)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("response", self._response)
-        self.page.on("requestfailed", self._request_failed)
-        self.base = base
-
-    def _local(self, url: str) -> bool:
-        return url.startswith(self.base + "/")
-
-    def _response(self, response) -> None:
-        if self._local(response.url) and response.status >= 400:
-            self.failed.append(f"{response.status} {response.url}")
-
-    def _request_failed(self, request) -> None:
-        if self._local(request.url):
-            self.failed.append(f"{request.failure} {request.url}")
-
-    def _route(self, route) -> None:
-        if self._local(route.request.url):
-            route.continue_()
-        else:
-            self.outside.append(route.request.url)
-            route.abort()
-
-    def open(self, path: str):
-        self.page.goto(f"{self.base}/{path}.html", wait_until="networkidle")
-        return self.page
-
-    def unexpected_errors(self) -> list[str]:
-        return [e for e in self.errors if not any(k in e for k in KNOWN_ERRORS)]
+pytestmark = BROWSER_MARKS
 
 
 def test_no_outside_request_and_no_js_error_on_any_page(site, browser):
     base, pages = site
-    visit = _Visit(browser, base)
+    visit = Visit(browser, base)
     for path in pages:
         visit.open(path)
     assert visit.outside == [], f"pages asked for outside addresses: {sorted(set(visit.outside))}"
@@ -123,7 +25,7 @@ def test_no_outside_request_and_no_js_error_on_any_page(site, browser):
 
 def test_chapter_pages_show_their_figures_and_tables(site, browser):
     base, pages = site
-    visit = _Visit(browser, base)
+    visit = Visit(browser, base)
     for path in pages:
         if not path.startswith("chapters/") or path.endswith("/index"):
             continue
@@ -148,7 +50,7 @@ def _base_models_page(site) -> str:
 
 
 def test_plotly_user_view_changes_with_its_menu(site, browser):
-    visit = _Visit(browser, site[0])
+    visit = Visit(browser, site[0])
     page = visit.open(_base_models_page(site))
     view = page.locator("#recommendation-view")
     view.scroll_into_view_if_needed()
@@ -175,7 +77,7 @@ def test_plotly_user_view_changes_with_its_menu(site, browser):
 
 
 def test_ipywidgets_panel_renders(site, browser):
-    visit = _Visit(browser, site[0])
+    visit = Visit(browser, site[0])
     page = visit.open(_base_models_page(site))
     panel = page.locator(".jupyter-widgets.widget-vbox").first
     panel.scroll_into_view_if_needed()
