@@ -7,7 +7,7 @@ project's setup script installs it for the tests).
 
 from __future__ import annotations
 
-from .conftest import BROWSER_MARKS, Visit
+from browser_support import BROWSER_MARKS, Visit
 
 pytestmark = BROWSER_MARKS
 

@@ -1,0 +1,68 @@
+"""What the browser tests share besides fixtures: the marks, the Chromium path, and :class:`Visit`, a page that
+aborts and records every outside request, records failed same-origin requests and collects page errors.
+Import it as ``from browser_support import ...`` (pytest puts tests/e2e on the path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.shared,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+    ),
+]
+#: JB1 1.0.4 + Sphinx 7.4 emit these inline config scripts twice (a harmless SyntaxError, toolchain.md §10).
+KNOWN_ERRORS = ("THEBE_JS_URL", "togglebuttonSelector")
+
+
+class Visit:
+    """A page with every non-local request aborted and recorded, and page errors collected."""
+
+    def __init__(self, browser, base: str) -> None:
+        self.outside: list[str] = []
+        self.failed: list[
+            str
+        ] = []  # same-origin requests that failed or answered >= 400 (e.g. a missing font)
+        self.errors: list[str] = []
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.page.route("**/*", self._route)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("response", self._response)
+        self.page.on("requestfailed", self._request_failed)
+        self.base = base
+
+    def _local(self, url: str) -> bool:
+        return url.startswith(self.base + "/")
+
+    def _response(self, response) -> None:
+        if self._local(response.url) and response.status >= 400:
+            self.failed.append(f"{response.status} {response.url}")
+
+    def _request_failed(self, request) -> None:
+        if self._local(request.url):
+            self.failed.append(f"{request.failure} {request.url}")
+
+    def _route(self, route) -> None:
+        if self._local(route.request.url):
+            route.continue_()
+        else:
+            self.outside.append(route.request.url)
+            route.abort()
+
+    def open(self, path: str):
+        self.page.goto(f"{self.base}/{path}.html", wait_until="networkidle")
+        return self.page
+
+    def unexpected_errors(self) -> list[str]:
+        return [e for e in self.errors if not any(k in e for k in KNOWN_ERRORS)]
+
+
+def chapter_pages(pages: list[str], chapter: str) -> list[str]:
+    """The per-dataset pages of ``chapter`` in the served book (its index page left out)."""
+    return [p for p in pages if p.startswith(f"chapters/{chapter}/") and not p.endswith("/index")]
