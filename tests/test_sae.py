@@ -556,7 +556,9 @@ def planted():
 def test_each_architecture_recovers_the_planted_groups(arch, planted):
     raw = M.mean_max_correlation(planted.acts, planted.labels)
     cfg = RECOVERY[arch]
-    untrained = S.from_config(cfg).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        untrained = S.from_config(cfg).eval()
     before = M.mean_max_correlation(untrained.encode(planted.acts).detach(), planted.labels)
     res = S.train_sae(
         cfg, planted.acts, tc(steps=300, batch_size=256, lr=3e-3, warmup_steps=20), progress=False
