@@ -8,7 +8,8 @@ as plain JSON (rendered by :func:`recsae_core.viz.concepts.explorer_html` as sel
 * **top items** — its most active case rows (the model's top-1 item for user rows, the item for item
   rows) — and **items per activation band** (P2's levels 1–3, 4–6, 7–9, 10; "contains p%" = the share of
   the feature's positive activations in the band);
-* **label enrichment** — :func:`recsae_core.concepts.enrichment` over its top rows vs all rows;
+* **label enrichment** — :func:`recsae_core.concepts.enrichment` over its top rows vs all rows (the most
+  significant over-represented attributes);
 * **effect on items** — decoder atom · the model's output item table (P1 §1.7's direct path: for
   ``sasrec.block0`` the later block and the final LayerNorm are ignored), most raised and lowered items;
 * **neighbours** — by co-activation (Jaccard of the rows where both fire) and by decoder cosine;
@@ -37,7 +38,7 @@ from recsae_core.models.base import Recommender
 from recsae_core.sae.base import SparseAutoencoder
 from recsae_core.steer import Steer
 
-__all__ = ["ExplorerConfig", "feature_cards", "output_table", "payload_bytes"]
+__all__ = ["ExploredSAE", "ExplorerConfig", "explore_sae", "feature_cards", "output_table", "payload_bytes"]
 
 BANDS: tuple[tuple[int, int, str], ...] = (
     (1, 3, "levels 1–3"),
@@ -218,7 +219,10 @@ def feature_cards(
         card["bands"] = bands
         top_rows = order[: min(cfg.enrich_rows, len(pos))]
         ev = enrichment(table, top_rows)
-        ev = ev[ev["count"] > 0].head(cfg.n_enrich)
+        ev = ev[(ev["count"] > 0) & (ev["lift"] > 1)].sort_values(
+            ["p_value", "lift"], ascending=[True, False], kind="stable"
+        )
+        ev = ev.head(cfg.n_enrich)
         card["enrich"] = [
             [
                 r["attribute"],
@@ -300,3 +304,43 @@ def payload_bytes(data: dict[str, Any]) -> int:
     import json
 
     return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+@dataclass
+class ExploredSAE:
+    """Everything the chapter shows for one SAE (:func:`explore_sae`)."""
+
+    pool: CasePool
+    table: AttributeTable
+    scores: pd.DataFrame
+    data: dict[str, Any]
+
+
+def explore_sae(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    split: Split,
+    *,
+    title: str,
+    case_config: Any = None,
+    explainer: Any = None,
+    n_boot: int = 1000,
+    config: ExplorerConfig | None = None,
+    device: str | torch.device | None = None,
+) -> ExploredSAE:
+    """Cases → descriptions → scores → cards for one SAE: :func:`recsae_core.concepts.build_pool` on the
+    test users, :func:`~recsae_core.concepts.attribute_table`, P2's cases, the ``explainer`` (default the
+    :class:`~recsae_core.concepts.MetadataExplainer`), :func:`~recsae_core.concepts.score_latents` and
+    :func:`feature_cards`."""
+    from recsae_core import concepts as C
+
+    pool = C.build_pool(model, site, sae, split, "test", device=device)
+    table = C.attribute_table(pool, split)
+    ex = explainer if explainer is not None else C.MetadataExplainer(table)
+    cases = C.sample_cases(pool, config=case_config)
+    scores = C.score_latents(C.simulate_latents(ex, cases, pool), n_boot=n_boot)
+    data = feature_cards(
+        model, site, sae, split, pool, table, scores, title=title, config=config, device=device
+    )
+    return ExploredSAE(pool, table, scores, data)

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from recsae_core import metrics
+from recsae_core.batching import EvalData
 from recsae_core.data.dataset import Split
 from recsae_core.evaluate import rank_metrics
 from recsae_core.models.base import Recommender
@@ -128,13 +129,15 @@ def steered_lists(
     positions: str = "last",
     ties: str = "optimistic",
     batch_size: int = 512,
+    cases: EvalData | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """``(users (B,), top_BK, {"hr@k", "ndcg@k"})`` of the evaluation cases of ``part`` (seen items masked)
-    with ``edit`` applied at ``site`` (error term kept, so ``edit=None`` is the base model exactly)."""
+    with ``edit`` applied at ``site`` (error term kept, so ``edit=None`` is the base model exactly).
+    ``cases``: :func:`recsae_core.probe.eval_cases` built once by a caller that steers many times."""
     dev = resolve_device(device)
     model.eval().to(dev)
-    data = eval_cases(model, split, part, users)
+    data = cases if cases is not None else eval_cases(model, split, part, users)
     if edit is None:
         fn = model.score
     else:
@@ -176,11 +179,12 @@ def popularity_tradeoff(
     if not feats or not len(values):
         raise ValueError("popularity_tradeoff needs features and values")
     counts = item_popularity(split)
+    cases = eval_cases(model, split, part, users)
     rows = []
     for v in [None, *values]:
         edit = None if v is None else Steer(feats, float(v), mode)
         _, top, acc = steered_lists(
-            model, site, sae, split, part, edit, k=k, users=users, ties=ties, device=device
+            model, site, sae, split, part, edit, k=k, ties=ties, cases=cases, device=device
         )
         rows.append(
             {

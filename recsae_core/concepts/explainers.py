@@ -157,11 +157,18 @@ def attribute_table(pool: CasePool, split: Split, *, history_majority: float = 0
     if np.isfinite(years).any():
         dec = np.floor(years[items] / 10) * 10
         for d in np.unique(dec[np.isfinite(dec)]):
-            add(dec == d, f"decade: {int(d)}s", "decade", f"{noun}s from the {int(d)}s")
+            what = f"a {noun} from the {int(d)}s"
+            add(
+                dec == d,
+                f"decade: {int(d)}s",
+                "decade",
+                f"users whose top recommendation is {what}" if user_rows else f"{noun}s from the {int(d)}s",
+            )
     counts = np.bincount(split.train["item"].to_numpy(), minlength=ds.n_items)
     band = popularity_bands(counts)[items]
     for b, (_, bname) in enumerate(POPULARITY_BANDS):
-        add(band == b, f"popularity: {bname}", "popularity", f"{bname} {noun}s")
+        what = f"users whose top recommendation is a {bname} {noun}" if user_rows else f"{bname} {noun}s"
+        add(band == b, f"popularity: {bname}", "popularity", what)
     if user_rows and pool.history.shape[1]:
         h = pool.history.numpy()
         valid = h >= 0

@@ -2,7 +2,9 @@
 
 * **P2 confidence** (papers.md §4.5): on ``n`` held-out active cases (level >= 5) and ``n`` random inactive
   ones, the simulated level ``a``; recall = share of held-out cases with ``a > 5``, precision = share of random
-  cases with ``a <= 5``, confidence = (recall + precision) / 2 (:func:`recsae_core.metrics.confidence_scores`).
+  cases with ``a <= 5``, confidence = (recall + precision) / 2 (:func:`recsae_core.metrics.confidence_scores`
+  gives recall and precision). With 5 + 5 cases this is P2's count (hits / 10); when a latent has fewer
+  active cases and P2 reuses them, the balanced form keeps one missed case from scoring 0.83 (5/6).
   **Unparseable answers.** P2 maps an answer it cannot read (or out of 0–10) to −1, which is ``<= 5``: it
   counts as a *miss* on a held-out case but as a *hit* on a random case, so a model that answers nothing
   readable scores 0.5 and every unreadable random-case answer raises precision. We report P2's number
@@ -42,6 +44,7 @@ __all__ = [
     "LatentSimulation",
     "bootstrap_interval",
     "coherence",
+    "coherence_summary",
     "hard_negatives",
     "high_confidence_counts",
     "score_latents",
@@ -185,11 +188,12 @@ def score_simulation(sim: LatentSimulation, *, n_boot: int = 1000, seed: int = 0
     row["recall"], row["precision"] = float(cs.recall[0]), float(cs.precision[0])
     hp, rp = _hits(sim.heldout, True, False), _hits(sim.random, False, False)
     hs, rs = _hits(sim.heldout, True, True), _hits(sim.random, False, True)
-    share = lambda p, n: (p.sum(-1) + n.sum(-1)) / (p.shape[-1] + n.shape[-1])  # noqa: E731
-    put("confidence", share, [hp, rp])
-    if abs(row["confidence"] - float(cs.confidence[0])) > 1e-9:  # one rule, two implementations
+    put("confidence", _balanced, [hp, rp])
+    if (
+        abs(row["confidence"] - (row["recall"] + row["precision"]) / 2) > 1e-9
+    ):  # one rule, two implementations
         raise AssertionError("P2 confidence disagrees with metrics.confidence_scores")
-    put("confidence_strict", share, [hs, rs])
+    put("confidence_strict", _balanced, [hs, rs])
     put("balanced_accuracy_random", _balanced, [hs, rs])
     put("f1_random", _f1, [hs, rs])
     hh = _hits(sim.hard, False, True)
@@ -283,3 +287,38 @@ def coherence(
         k = len(use)
         out[j] = (sim.sum() - sim.diagonal().sum()) / (k * (k - 1))
     return out
+
+
+def coherence_summary(
+    pool: CasePool,
+    untrained_acts_NM: torch.Tensor,
+    confident: Sequence[int] | None = None,
+    confident_untrained: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """P2's coherence table (papers.md §4.6): mean :func:`coherence` over latents for the raw dimensions
+    of the base model, an untrained SAE and the trained SAE (``pool.acts``); with ``confident`` (and
+    ``confident_untrained``) also over the latents with confidence >= 0.8 only, as P2 counts them.
+
+    Columns ``variant``, ``latents`` (with >= 2 distinct active cases), ``coherence``.
+    """
+    rows = []
+
+    def add(name: str, acts: torch.Tensor, ids: Sequence[int] | None) -> None:
+        c = coherence(acts, pool.reps, pool.items, latents=ids)
+        ok = ~torch.isnan(c)
+        rows.append(
+            {
+                "variant": name,
+                "latents": int(ok.sum()),
+                "coherence": float(c[ok].mean()) if ok.any() else float("nan"),
+            }
+        )
+
+    add("raw dimensions", pool.reps, None)
+    add("untrained SAE", untrained_acts_NM, None)
+    add("trained SAE", pool.acts, None)
+    if confident_untrained is not None:
+        add("untrained SAE, confidence ≥ 0.8", untrained_acts_NM, list(confident_untrained))
+    if confident is not None:
+        add("trained SAE, confidence ≥ 0.8", pool.acts, list(confident))
+    return pd.DataFrame(rows)

@@ -28,14 +28,14 @@ _CSS = """
 #ID .rx-list tr.rx-row:hover{background:#eef5ff}
 #ID .rx-list tr.rx-sel{background:#dbeafe}
 #ID .rx-card{margin-top:10px}
-#ID .rx-grid{display:grid;grid-template-columns:1fr 1fr;gap:10px}
+#ID .rx-grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:10px}
+#ID .rx-title{font-size:16px;font-weight:bold;margin:4px 0}
 #ID .rx-box{border:1px solid #eee;border-radius:4px;padding:6px}
 #ID .rx-box h4{margin:0 0 4px 0;font-size:14px}
 #ID .rx-plot{height:210px}
 #ID .rx-muted{color:#666}
 #ID a.rx-link{cursor:pointer;color:#0969da}
 #ID .rx-num{text-align:right !important;font-variant-numeric:tabular-nums}
-@media (max-width:900px){#ID .rx-grid{grid-template-columns:1fr}}
 """
 
 _JS = r"""
@@ -73,7 +73,7 @@ function links(pairs){return pairs.length?pairs.map(p=>'<a class="rx-link" data-
 function open(id){
   const f=F[id]; current=id;
   tbody.querySelectorAll('tr').forEach(tr=>tr.classList.toggle('rx-sel',+tr.dataset.id===id));
-  let h='<h3 class="rx-title">Feature #'+f.id+': '+esc(label(f))+'</h3>';
+  let h='<div class="rx-title">Feature #'+f.id+': '+esc(label(f))+'</div>';
   if(f.scores){h+='<p>'+Object.entries(f.scores).map(([k,v])=>'<b>'+esc(k.replace(/_/g,' '))+'</b> '+fmt(v[0])+' <span class="rx-muted">['+fmt(v[1])+', '+fmt(v[2])+']</span>').join(' · ')+' <span class="rx-muted">(95% bootstrap intervals)</span></p>';}
   h+='<p><b>Density</b> '+pct(f.density)+' of '+D.n_rows.toLocaleString()+' case rows ('+esc(D.kind)+' rows at '+esc(D.site)+').</p>';
   if(f.dead){card.innerHTML=h;return;}
