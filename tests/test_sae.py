@@ -557,7 +557,9 @@ def test_each_architecture_recovers_the_planted_groups(arch, planted):
     raw = M.mean_max_correlation(planted.acts, planted.labels)
     cfg = RECOVERY[arch]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        # not seed 0: the data's generator is seeded 0, so the random atoms would be its planted
+        # directions (0.92); seeds 1-7 give 0.59-0.67
+        torch.manual_seed(1)
         untrained = S.from_config(cfg).eval()
     before = M.mean_max_correlation(untrained.encode(planted.acts).detach(), planted.labels)
     res = S.train_sae(
