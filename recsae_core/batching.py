@@ -34,9 +34,12 @@ from recsae_core.models.base import UserBatch
 __all__ = [
     "EvalBatch",
     "EvalData",
+    "MaskedSequences",
     "TrainSequences",
     "eval_data",
     "history_frame",
+    "mask_items",
+    "masked_sequences",
     "pad_left",
     "seen_index",
     "train_pairs",
@@ -123,6 +126,58 @@ def train_sequences(split: Split, maxlen: int) -> TrainSequences:
         labels=torch.from_numpy(np.ascontiguousarray(labels[users])),
         lengths=torch.from_numpy(lengths[users]),
     )
+
+
+@dataclass
+class MaskedSequences:
+    """One masked-LM training sequence per user (BERT4Rec; P1's ``MaskedLMDataset``, papers.md §1.3).
+
+    The last ``maxlen`` training items of a user, left-padded; which of them are masked is drawn every
+    epoch by :func:`mask_items`. Users without training items are dropped.
+    """
+
+    users: torch.Tensor  # (U,) int64
+    items: torch.Tensor  # (U, L) int64, item + 1, left-padded
+    lengths: torch.Tensor  # (U,) int64, number of items
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def masked_sequences(split: Split, maxlen: int) -> MaskedSequences:
+    """Per-user masked-LM training sequences from ``split.train`` (time-ordered when timestamps exist)."""
+    df = _ordered(split.train)
+    arr_UL = pad_left(df["user"].to_numpy(), df["item"].to_numpy() + 1, split.dataset.n_users, maxlen)
+    lengths = (arr_UL > 0).sum(1)
+    users = np.flatnonzero(lengths > 0)
+    return MaskedSequences(
+        users=torch.from_numpy(users),
+        items=torch.from_numpy(np.ascontiguousarray(arr_UL[users])),
+        lengths=torch.from_numpy(lengths[users]),
+    )
+
+
+def mask_items(
+    items_UL: torch.Tensor,
+    prob: float,
+    mask_id: int,
+    gen: torch.Generator,
+    force_last_prob: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked-LM inputs and labels: each item replaced by ``mask_id`` with probability ``prob``.
+
+    ``force_last_prob``: also mask the last column (the most recent item) with that probability per row
+    (P1's ``force_last_item_masking_prob``). Returns ``(inputs_UL, labels_UL)``: labels hold ``item + 1``
+    at masked positions and 0 elsewhere (no target). Padding is never masked.
+    """
+    real_UL = items_UL > 0
+    masked_UL = (torch.rand(items_UL.shape, generator=gen) < prob) & real_UL
+    if force_last_prob > 0:
+        force_U = torch.rand(items_UL.shape[0], generator=gen) < force_last_prob
+        masked_UL[:, -1] |= force_U & real_UL[:, -1]
+    inputs_UL = items_UL.masked_fill(masked_UL, mask_id)
+    labels_UL = torch.where(masked_UL, items_UL, torch.zeros_like(items_UL))
+    return inputs_UL, labels_UL
 
 
 def train_pairs(split: Split) -> tuple[np.ndarray, np.ndarray]:

@@ -100,6 +100,7 @@ TRAINING_MODULES: tuple[str, ...] = (
     "recsae_core.evaluate",
     "recsae_core.models",
     "recsae_core.models.base",
+    "recsae_core.models.bert4rec",
     "recsae_core.models.popularity",
     "recsae_core.models.registry",
     "recsae_core.models.sasrec",

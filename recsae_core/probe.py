@@ -7,6 +7,7 @@ the user and the item behind it:
 | site shape | rows | ``users`` | ``items`` | ``positions`` |
 |---|---|---|---|---|
 | ``(B, L, D)`` | every non-padding position (P1), or the last position only | the user | the **input item at that position** (P1 correlates with its genres) | column index (``L - 1`` = most recent) |
+| ``(B, L + 1, D)`` (BERT4Rec: history + appended ``[MASK]``) | ``"all"``: the non-padding item columns; ``"last"``: the ``[MASK]`` column (where it scores) | the user | as above; the last history item for the ``[MASK]`` row | column index (``L`` = the ``[MASK]``) |
 | ``(B, D)`` user vector | one per user | the user | the last history item when ``seqs`` exist, else -1 | ``None`` |
 | ``(n_items, D)`` item table | one per item | -1 | the item | ``None`` |
 
@@ -235,11 +236,22 @@ def collect_activations(
     return out
 
 
-def _positions_mask(seqs_BL: torch.Tensor, positions: str) -> torch.Tensor:
+def _positions_mask(seqs_BL: torch.Tensor, positions: str, n_cols: int | None = None) -> torch.Tensor:
+    """``(B, n_cols)`` bool: the columns of a ``(B, n_cols, D)`` site to read or edit.
+
+    Columns ``0..L-1`` hold ``seqs_BL``; a site may have extra trailing columns that hold no item
+    (``n_cols > L``: BERT4Rec's appended ``[MASK]``, its scoring position). ``"all"``: the non-padding item
+    columns; ``"last"``: the site's last column, in rows with a non-empty history.
+    """
+    B, L = seqs_BL.shape
+    n_cols = L if n_cols is None else n_cols
+    if n_cols < L:
+        raise ValueError(f"a (B, L, D) site has {n_cols} columns, fewer than the {L} history columns")
+    mask = torch.zeros(B, n_cols, dtype=torch.bool, device=seqs_BL.device)
     if positions == "all":
-        return seqs_BL > 0
-    mask = torch.zeros_like(seqs_BL, dtype=torch.bool)
-    mask[:, -1] = seqs_BL[:, -1] > 0
+        mask[:, :L] = seqs_BL > 0
+    else:
+        mask[:, -1] = seqs_BL[:, -1] > 0
     return mask
 
 
@@ -260,8 +272,10 @@ def _collect_rows(
         if rep.ndim == 3:
             if b.seqs is None:
                 raise ValueError(f"site {site} has a sequence dimension but the batch has no seqs")
-            r, c = torch.nonzero(_positions_mask(b.seqs, positions), as_tuple=True)
-            block, u, it, p = rep[r, c], b.users[r], b.seqs[r, c] - 1, c
+            r, c = torch.nonzero(_positions_mask(b.seqs, positions, rep.shape[1]), as_tuple=True)
+            # an extra trailing column (BERT4Rec's [MASK]) is tagged with the last history item, as user vectors
+            it = b.seqs[r, c.clamp(max=b.seqs.shape[1] - 1)] - 1
+            block, u, p = rep[r, c], b.users[r], c
         else:
             block, u, p = rep, b.users, None
             it = b.seqs[:, -1] - 1 if b.seqs is not None else torch.full_like(b.users, -1)
@@ -293,7 +307,7 @@ def _row_mask(rep: torch.Tensor, batch: UserBatch, positions: str) -> torch.Tens
         return None
     if batch.seqs is None:
         raise ValueError("a (B, L, D) site needs UserBatch.seqs to find padding")
-    return _positions_mask(batch.seqs, positions)
+    return _positions_mask(batch.seqs, positions, rep.shape[1])
 
 
 def apply_to_site(

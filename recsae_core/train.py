@@ -3,6 +3,7 @@
 | kind | models | loss (per step) |
 |---|---|---|
 | sequential | ``sasrec`` | full-softmax cross-entropy over the catalogue at every non-pad position (SASRec+, Klenitskiy & Vasilev 2023) |
+| masked | ``bert4rec`` | full-softmax cross-entropy over the catalogue at the masked positions (masked-LM; P1's BERT4Rec, papers.md §1.3) |
 | pairwise | ``bprmf``, ``lightgcn`` | BPR, ``-log σ(s_ui - s_uj)``, one sampled negative per training pair (Rendle et al. 2009) |
 | pointwise | ``mf``, ``ncf`` | BCE on positives and ``n_neg`` sampled negatives per positive (P3) |
 | count | ``pop`` | none: counts |
@@ -28,7 +29,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from recsae_core.batching import EvalData, TrainSequences, eval_data, train_pairs, train_sequences
+from recsae_core.batching import (
+    EvalData,
+    MaskedSequences,
+    TrainSequences,
+    eval_data,
+    mask_items,
+    masked_sequences,
+    train_pairs,
+    train_sequences,
+)
 from recsae_core.data.dataset import Split
 from recsae_core.evaluate import evaluate_data
 from recsae_core.models.base import Recommender
@@ -187,7 +197,7 @@ def linear_cross_entropy(
 
 
 def _sequence_batches(
-    seqs: TrainSequences, batch_size: int, bucket: bool, gen: torch.Generator
+    seqs: TrainSequences | MaskedSequences, batch_size: int, bucket: bool, gen: torch.Generator
 ) -> list[torch.Tensor]:
     """Index batches for one epoch: shuffled, or (``bucket``) users of similar length together, batch order shuffled."""
     n = len(seqs)
@@ -232,6 +242,29 @@ def _epoch_sequential(model, opt, seqs: TrainSequences, cfg, gen, dev, bar) -> f
         out = model(inp)
         keep = lab > 0
         h_ND = out.last_hidden[keep]  # gather non-pad positions before the output matmul
+        loss_sum = linear_cross_entropy(h_ND, model.output_table, lab[keep] - 1)
+        stepper.step(loss_sum / norm, float(loss_sum.detach()), int(keep.sum()))
+    return stepper.mean
+
+
+def _epoch_masked(model, opt, seqs: MaskedSequences, cfg, gen, dev, bar) -> float:
+    """One masked-LM epoch (BERT4Rec): masks re-drawn for the whole epoch, CE at masked positions only.
+
+    As :func:`_epoch_sequential`: batches bucketed by length with leading all-pad columns dropped, masked
+    positions gathered before the fused linear cross-entropy, and each batch's summed loss divided by the
+    epoch's mean masked positions per batch (every masked position weighs the same).
+    """
+    inputs_UL, labels_UL = mask_items(seqs.items, cfg.mask_prob, model.mask_id, gen, cfg.force_last_mask_prob)
+    batches = _sequence_batches(seqs, cfg.batch_size, cfg.bucket_by_length, gen)
+    norm = max(float((labels_UL > 0).sum()) / len(batches), 1.0)  # mean masked positions per batch
+    stepper = _Stepper(opt, bar)
+    for idx in batches:
+        inp, lab = inputs_UL[idx], labels_UL[idx]
+        first = int((inp != 0).any(0).nonzero()[0])  # drop columns that are padding in every row
+        inp, lab = inp[:, first:].to(dev), lab[:, first:].to(dev)
+        out = model(inp)
+        keep = lab > 0
+        h_ND = out.hidden_states[-1][keep]  # gather the masked positions before the output matmul
         loss_sum = linear_cross_entropy(h_ND, model.output_table, lab[keep] - 1)
         stepper.step(loss_sum / norm, float(loss_sum.detach()), int(keep.sum()))
     return stepper.mean
@@ -289,10 +322,11 @@ def _epoch_pointwise(model, opt, data: dict, cfg, gen, rng, dev, bar) -> float:
 # ------------------------------------------------------------------------------------------ fit
 
 
-def _valid_data(split: Split, spec: ModelSpec, cfg: Any, seed: int) -> EvalData | None:
+def _valid_data(split: Split, spec: ModelSpec, cfg: Any, seed: int, maxlen: int | None) -> EvalData | None:
+    """Validation cases; ``maxlen``: the model's history length (``model.maxlen``) for sequential models."""
     if len(split.valid) == 0:
         return None
-    data = eval_data(split, "valid", cfg.maxlen if spec.sequential else None)
+    data = eval_data(split, "valid", maxlen if spec.sequential else None)
     limit = getattr(cfg, "valid_users", None)
     if limit is not None and len(data) > limit:
         idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + 1))[:limit]
@@ -301,7 +335,7 @@ def _valid_data(split: Split, spec: ModelSpec, cfg: Any, seed: int) -> EvalData 
 
 
 def _n_steps(spec: ModelSpec, cfg: Any, n_seqs: int, n_pairs: int) -> int:
-    if spec.kind == "sequential":
+    if spec.kind in ("sequential", "masked"):
         return math.ceil(n_seqs / cfg.batch_size)
     per_pair = 1 + cfg.n_neg if spec.kind == "pointwise" else cfg.n_neg
     return math.ceil(n_pairs * per_pair / cfg.batch_size)
@@ -319,7 +353,7 @@ def fit(
     """Train ``model_name`` on ``split.train`` with early stopping on ``split.valid`` (NDCG@10).
 
     Args:
-        model_name: ``"sasrec"``, ``"bprmf"``, ``"lightgcn"``, ``"mf"``, ``"ncf"`` or ``"pop"``.
+        model_name: ``"sasrec"``, ``"bert4rec"``, ``"bprmf"``, ``"lightgcn"``, ``"mf"``, ``"ncf"`` or ``"pop"``.
         split: the split; a sequential model needs timestamps (``dataset.require_timestamps``).
         config: the model's config dataclass, a dict of overrides, or ``None`` for the defaults.
         device: ``"cpu"`` (default) or ``"cuda"``.
@@ -334,7 +368,7 @@ def fit(
     dev = resolve_device(device)
     seed_everything(seed)
     model = build_model(model_name, split, cfg).to(dev)
-    valid = _valid_data(split, spec, cfg, seed)
+    valid = _valid_data(split, spec, cfg, seed, getattr(model, "maxlen", None))
 
     def validate() -> dict[str, float]:
         if valid is None:
@@ -364,6 +398,10 @@ def fit(
         seqs = train_sequences(split, cfg.maxlen)
         n_steps = _n_steps(spec, cfg, len(seqs), 0)
         opt = _adam(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))  # kang205/SASRec: Adam β2 = 0.98
+    elif spec.kind == "masked":
+        mseqs = masked_sequences(split, cfg.maxlen)
+        n_steps = _n_steps(spec, cfg, len(mseqs), 0)
+        opt = _adam(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.999))  # P1: torch Adam defaults
     else:
         users, items = train_pairs(split)
         data = {"users": users, "items": items, "keys": users * split.dataset.n_items + items}
@@ -381,6 +419,8 @@ def fit(
         with tqdm(total=n_steps, desc=f"epoch {epoch}", leave=False, disable=not progress) as bar:
             if spec.kind == "sequential":
                 loss = _epoch_sequential(model, opt, seqs, cfg, gen, dev, bar)
+            elif spec.kind == "masked":
+                loss = _epoch_masked(model, opt, mseqs, cfg, gen, dev, bar)
             elif spec.kind == "pairwise":
                 loss = _epoch_pairwise(model, opt, data, cfg, gen, rng, dev, bar)
             else:

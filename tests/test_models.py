@@ -257,9 +257,9 @@ def test_popularity_scores_counts_and_has_no_sites():
 
 
 def test_registry_names_and_configs():
-    assert set(MODELS) == {"sasrec", "bprmf", "lightgcn", "mf", "ncf", "pop"}
+    assert set(MODELS) == {"sasrec", "bert4rec", "bprmf", "lightgcn", "mf", "ncf", "pop"}
     with pytest.raises(KeyError, match="known models"):
-        get_spec("bert4rec")
+        get_spec("gru4rec")
     cfg = make_config("ncf", {"d": 4, "hidden": [8, 4]})
     assert cfg.hidden == (8, 4) and cfg.d == 4
     assert make_config("sasrec", None, maxlen=50).maxlen == 50

@@ -1,6 +1,7 @@
-"""Base recommenders (SASRec, BPR-MF, LightGCN, MF, NCF, popularity) behind the :class:`Recommender` interface."""
+"""Base recommenders (SASRec, BERT4Rec, BPR-MF, LightGCN, MF, NCF, popularity) behind the :class:`Recommender` interface."""
 
 from recsae_core.models.base import Recommender, UserBatch
+from recsae_core.models.bert4rec import BERT4Rec, BERT4RecConfig
 from recsae_core.models.popularity import Popularity, PopularityConfig
 from recsae_core.models.registry import MODELS, get_spec, make_config
 from recsae_core.models.sasrec import SASRec, SASRecConfig
@@ -20,6 +21,8 @@ __all__ = [
     "MF",
     "MODELS",
     "NCF",
+    "BERT4Rec",
+    "BERT4RecConfig",
     "BPRMFConfig",
     "LightGCN",
     "LightGCNConfig",

@@ -1,4 +1,4 @@
-"""Base recommenders by name: ``"sasrec"``, ``"bprmf"``, ``"lightgcn"``, ``"mf"``, ``"ncf"``, ``"pop"``."""
+"""Base recommenders by name: ``"sasrec"``, ``"bert4rec"``, ``"bprmf"``, ``"lightgcn"``, ``"mf"``, ``"ncf"``, ``"pop"``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from recsae_core.models.base import Recommender
+from recsae_core.models.bert4rec import BERT4Rec, BERT4RecConfig
 from recsae_core.models.popularity import Popularity, PopularityConfig
 from recsae_core.models.sasrec import SASRec, SASRecConfig
 from recsae_core.models.twotower import (
@@ -29,12 +30,13 @@ class ModelSpec:
     name: str
     model_cls: type[Recommender]
     config_cls: type
-    kind: str  # "sequential" (full CE), "pairwise" (BPR), "pointwise" (BCE + negatives), "count"
+    kind: str  # "sequential" (full CE), "masked" (masked-LM full CE), "pairwise" (BPR), "pointwise" (BCE + negatives), "count"
     sequential: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {
     "sasrec": ModelSpec("sasrec", SASRec, SASRecConfig, "sequential", sequential=True),
+    "bert4rec": ModelSpec("bert4rec", BERT4Rec, BERT4RecConfig, "masked", sequential=True),
     "bprmf": ModelSpec("bprmf", BPRMF, BPRMFConfig, "pairwise"),
     "lightgcn": ModelSpec("lightgcn", LightGCN, LightGCNConfig, "pairwise"),
     "mf": ModelSpec("mf", MF, MFConfig, "pointwise"),
