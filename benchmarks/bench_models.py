@@ -1,4 +1,4 @@
-"""SASRec+ training and full-ranking evaluation speed on CPU.
+"""SASRec+ and BERT4Rec training and full-ranking evaluation speed on CPU.
 
 Cases (each runs in its own subprocess so that its peak memory, ``ru_maxrss``, is its own):
 
@@ -9,6 +9,9 @@ Cases (each runs in its own subprocess so that its peak memory, ``ru_maxrss``, i
   lengths with median ≈ 100, ≈ 0.9M events).
 * ``ml1m_eval``: full-ranking evaluation (all items, seen masked, K ∈ {5, 10, 20, 50}) of 6,040 users at
   maxlen 200 on that set.
+* ``bert4rec_ml100k_epoch``, ``bert4rec_ml1m_epoch``, ``bert4rec_ml1m_eval``: the same three for BERT4Rec
+  with its defaults (P1: d 64, 2 blocks, 2 heads, 64 positions, mask probability 0.2, batch 128; masked-LM
+  epoch, evaluation with the appended ``[MASK]``).
 
 Targets (2 quiet cores): ≤ 3.5 s per ML-100k epoch, < 50 s per ML-1M-sized epoch, evaluation < 3 s.
 Every figure is printed with ``torch.get_num_threads()`` and ``os.getloadavg()``: other processes on a
@@ -38,7 +41,14 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ("ml100k_epoch", "ml1m_epoch", "ml1m_eval")
+CASES = (
+    "ml100k_epoch",
+    "ml1m_epoch",
+    "ml1m_eval",
+    "bert4rec_ml100k_epoch",
+    "bert4rec_ml1m_epoch",
+    "bert4rec_ml1m_eval",
+)
 
 
 def synthetic(
@@ -104,24 +114,30 @@ def run_one(case: str, epochs: int, threads: int | None = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
 
-    from recsae_core.batching import eval_data, train_sequences
+    from recsae_core.batching import eval_data, masked_sequences, train_sequences
     from recsae_core.data.splits import leave_one_out
     from recsae_core.evaluate import evaluate_data
+    from recsae_core.models.bert4rec import BERT4Rec, BERT4RecConfig
     from recsae_core.models.sasrec import SASRec, SASRecConfig
-    from recsae_core.train import _adam, _epoch_sequential
+    from recsae_core.train import _adam, _epoch_masked, _epoch_sequential
 
     class _NoBar:
         def update(self, n: int) -> None: ...
         def set_postfix(self, **kw: object) -> None: ...
 
-    if case == "ml100k_epoch":
+    bert = case.startswith("bert4rec_")
+    if case.endswith("ml100k_epoch"):
         ds, source = ml100k()
     else:
         ds, source = synthetic(6040, 3416, 100.0), "synthetic"
     split = leave_one_out(ds)
-    cfg = SASRecConfig()  # d 64, 2 blocks, 1 head, maxlen 200, batch 128, dropout 0.2
     torch.manual_seed(0)
-    model = SASRec(ds.n_users, ds.n_items, cfg)
+    if bert:
+        cfg = BERT4RecConfig()  # d 64, 2 blocks, 2 heads, 64 positions, mask 0.2, batch 128, dropout 0.1
+        model = BERT4Rec(ds.n_users, ds.n_items, cfg)
+    else:
+        cfg = SASRecConfig()  # d 64, 2 blocks, 1 head, maxlen 200, batch 128, dropout 0.2
+        model = SASRec(ds.n_users, ds.n_items, cfg)
     out = {
         "case": case,
         "data": source,
@@ -131,10 +147,17 @@ def run_one(case: str, epochs: int, threads: int | None = None) -> dict:
     }
     if case.endswith("_epoch"):
         t = time.perf_counter()
-        seqs = train_sequences(split, cfg.maxlen)
+        if bert:
+            seqs = masked_sequences(split, cfg.maxlen)
+            nonpad = float((seqs.items > 0).float().mean())
+            epoch_fn, betas = _epoch_masked, (0.9, 0.999)
+        else:
+            seqs = train_sequences(split, cfg.maxlen)
+            nonpad = float((seqs.inputs > 0).float().mean())
+            epoch_fn, betas = _epoch_sequential, (0.9, 0.98)
         out["build_s"] = round(time.perf_counter() - t, 3)
-        out["nonpad_frac"] = round(float((seqs.inputs > 0).float().mean()), 3)
-        opt = _adam(model, cfg.lr, cfg.weight_decay, (0.9, 0.98))
+        out["nonpad_frac"] = round(nonpad, 3)
+        opt = _adam(model, cfg.lr, cfg.weight_decay, betas)
         gen = torch.Generator().manual_seed(0)
         out["rss_before_mb"] = round(_rss_mb())
         times, envs = [], []
@@ -142,18 +165,18 @@ def run_one(case: str, epochs: int, threads: int | None = None) -> dict:
             model.train()
             envs.append(_env())
             t = time.perf_counter()
-            _epoch_sequential(model, opt, seqs, cfg, gen, torch.device("cpu"), _NoBar())
+            epoch_fn(model, opt, seqs, cfg, gen, torch.device("cpu"), _NoBar())
             times.append(time.perf_counter() - t)
         out["epoch_s"] = [round(x, 2) for x in times]
         out["env"] = envs
         model.eval()
-        vdata = eval_data(split, "valid", cfg.maxlen)
+        vdata = eval_data(split, "valid", model.maxlen)
         t = time.perf_counter()
         evaluate_data(model.score, vdata, (10,))
         out["valid_s"] = round(time.perf_counter() - t, 2)
     else:
         t = time.perf_counter()
-        data = eval_data(split, "test", cfg.maxlen)
+        data = eval_data(split, "test", model.maxlen)
         out["build_s"] = round(time.perf_counter() - t, 3)
         model.eval()
         out["rss_before_mb"] = round(_rss_mb())
@@ -215,13 +238,13 @@ def main() -> None:
         env += f"; OMP_WAIT_POLICY={args.omp_wait_policy}"
         if "epoch_s" in r:
             print(
-                f"{case:13s} [{r['data']}, {r['users']} users, {r['items']} items, {r['events']} events, "
+                f"{case:21s} [{r['data']}, {r['users']} users, {r['items']} items, {r['events']} events, "
                 f"non-pad {r['nonpad_frac']}]: epochs {r['epoch_s']} s, validation {r['valid_s']} s, "
                 f"peak RSS {r['peak_rss_mb']} MB (before training {r['rss_before_mb']} MB) | {env}"
             )
         else:
             print(
-                f"{case:13s} [{r['data']}, {r['eval_users']} users, {r['items']} items]: full-ranking eval "
+                f"{case:21s} [{r['data']}, {r['eval_users']} users, {r['items']} items]: full-ranking eval "
                 f"{r['eval_s']} s, peak RSS {r['peak_rss_mb']} MB (before {r['rss_before_mb']} MB) | {env}"
             )
     if args.json:
