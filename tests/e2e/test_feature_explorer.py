@@ -25,13 +25,13 @@ def test_search_finds_a_feature_by_label_and_its_card_shows_plots(site, browser)
         assert target, f"{div}: no feature with a description"
         words = target["label"].split(" (")[0]
         root.locator("input[type=search]").fill(words)
-        rows = root.locator("tbody tr")
+        rows = root.locator(".rx-list tbody tr")
         assert rows.count() >= 1
         ids = [int(rows.nth(i).get_attribute("data-id")) for i in range(rows.count())]
         assert target["id"] in ids and rows.count() < len(
             page.evaluate(f"() => JSON.parse(document.getElementById('{div}-data').textContent).features")
         )
-        root.locator(f'tbody tr[data-id="{target["id"]}"]').click()
+        root.locator(f'.rx-list tbody tr[data-id="{target["id"]}"]').click()
         assert f"Feature #{target['id']}" in root.locator(".rx-title").inner_text()
         page.wait_for_function(
             f"() => document.querySelectorAll('#{div} .rx-card .js-plotly-plot').length === 3", timeout=5000
@@ -44,6 +44,6 @@ def test_search_finds_a_feature_by_label_and_its_card_shows_plots(site, browser)
         link.click()
         assert f"Feature #{other}" in root.locator(".rx-title").inner_text()
         root.locator("input[type=search]").fill("no feature is called this")
-        assert root.locator("tbody tr").count() == 0
+        assert root.locator(".rx-list tbody tr").count() == 0
     assert visit.outside == [] and visit.unexpected_errors() == []
     visit.page.close()
