@@ -20,7 +20,10 @@ Correlations follow papers.md §4.1-4.2 (:mod:`recsae_core.metrics`: Pearson and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,18 +36,36 @@ from recsae_core.sae.base import SparseAutoencoder
 
 __all__ = [
     "ALPHAS",
+    "DROP_LABELS",
     "MEANINGS",
+    "P1_ML1M_DEV",
+    "P1_ML20M",
+    "P1_MODEL_CONFIG",
+    "P1_SETUPS",
+    "P1_STEERING_POINT",
+    "P1Run",
     "activation_split",
     "activation_split_summary",
+    "correlations",
     "encode_rows",
     "features_vs_neurons",
+    "genre_labels",
+    "headline",
     "logit_effect_by_label",
     "logit_effects",
+    "p1_sae_config",
+    "p1_train_config",
+    "paper_vs_recsae",
+    "reconstruction_summary",
     "row_labels",
+    "run",
     "sequences",
     "steered_top_k",
     "steering_curves",
     "steering_features",
+    "steering_selectivity",
+    "steering_table",
+    "steering_tradeoff",
     "sweep",
     "top_bottom_items",
 ]
@@ -56,6 +77,21 @@ ALPHAS: tuple[float, ...] = tuple(float(a) for a in range(-10, 11, 2))
 MEANINGS: dict[str, tuple[bool, str]] = {
     "p1": (False, "P1: α = 0 = with SAE (reconstruction spliced in)"),
     "ours": (True, "recsae: α = 0 = exact base model (error term kept)"),
+}
+
+#: P1's GPT4Rec as far as SASRec+ expresses it (papers.md §1.3, §1.10, ML-1M development run: 64 dim, 2 layers,
+#: 2 heads, max_len 128, batch 256, lr 1e-3, patience 10; GPT-2 defaults: feed-forward 4·d, dropout 0.1).
+#: What still differs: SASRec+ scales the item embedding by sqrt(d) and uses ReLU (GPT-2: no scaling, GELU).
+P1_MODEL_CONFIG: dict[str, Any] = {
+    "d": 64,
+    "n_blocks": 2,
+    "n_heads": 2,
+    "maxlen": 128,
+    "ffn_mult": 4,
+    "dropout": 0.1,
+    "batch_size": 256,
+    "lr": 1e-3,
+    "patience": 10,
 }
 
 #: P1 Fig. 3 sweeps (papers.md §1.9): the L1 sweep at dictionary size 2048, the size sweep at L1 0.1.
@@ -579,3 +615,486 @@ def steered_top_k(
         .sort_values(["alpha", "user", "rank"], kind="stable")
         .reset_index(drop=True)
     )
+
+
+# ------------------------------------------------------------------------------------ recipe and run
+#: Labels P1 leaves out of the genre analyses: ML-20M's "(no genres listed)" (papers.md §1.4: 19 genres incl.
+#: IMAX); ML-100k's "unknown" is the same kind of placeholder (ML-1M has the 18 real genres only).
+DROP_LABELS: tuple[str, ...] = ("unknown", "(no genres listed)")
+
+
+def genre_labels(dataset: Any, drop: Sequence[str] = DROP_LABELS) -> tuple[torch.Tensor, list[str]]:
+    """``((n_items, G) bool, names)``: the dataset's genre one-hots without P1's placeholder labels
+    (:data:`DROP_LABELS`; papers.md §1.4)."""
+    names = list(dataset.label_names)
+    keep = [i for i, n in enumerate(names) if n not in set(drop)]
+    if not keep:
+        raise ValueError(f"{dataset.name} has no labels left after dropping {list(drop)}")
+    lab = torch.as_tensor(np.asarray(dataset.item_labels)).bool()[:, keep]
+    return lab, [names[i] for i in keep]
+
+
+def p1_sae_config(d_in: int, **overrides: Any) -> Any:
+    """P1's SAE for its ML-1M development run (papers.md §1.6, §1.10: dictionary 512, L1 0.1, raw inputs).
+
+    The reconstruction term is the **unsquared** ``mean ||x - x_hat||_2``: P1's ML-1M training log
+    (``Train_sae.ipynb``, cell 17, in the authors' git history) shows ``loss = l2_loss + 0.1 *
+    sparsity_loss`` at every logged step (e.g. 5.812 = 2.895 + 0.1 * 29.16 at step 0), where ``l2_loss``
+    is the mean unsquared norm. This settles the ambiguity papers.md §1.6 leaves open. With an unsquared
+    loss both terms scale linearly with the input, so L1 0.1 means the same on any activation scale; with
+    the squared loss it does not (our SASRec+'s block-0 outputs are ~3x larger than GPT4Rec's: its item
+    embedding is scaled by sqrt(d)), which is why the library's squared default sparsifies less here.
+    """
+    from recsae_core.sae import ReluL1Config
+
+    kw: dict[str, Any] = {"n_latents": 512, "l1_coeff": 0.1, "input_norm": "none", "recon": "unsquared"}
+    return ReluL1Config(d_in=int(d_in), **(kw | overrides))
+
+
+def p1_train_config(**overrides: Any) -> Any:
+    """P1's SAE optimisation for ML-1M (papers.md §1.10: 5,000 steps of 1,024 rows drawn uniformly with
+    replacement, Adam lr 1e-3, 100 warm-up steps, no resampling)."""
+    from recsae_core.sae import TrainConfig
+
+    kw: dict[str, Any] = {
+        "steps": 5000,
+        "batch_size": 1024,
+        "lr": 1e-3,
+        "warmup_steps": 100,
+        "sampling": "replacement",
+    }
+    return TrainConfig(**(kw | overrides))
+
+
+@dataclass
+class P1Run:
+    """Everything one P1 chapter page computes once (:func:`run`).
+
+    Attributes:
+        dataset, split: the data and P1's new-users split (:func:`recsae_core.data.splits.p1_new_users`).
+        model_name, site, fit, model: the recommender (trained on the split's ``train`` users only) and the
+            probed site (``<model>.block0``).
+        train_acts, test_acts: block-0 outputs at every non-padding position of the SAE users / test users.
+        item_labels, label_names: ``(n_items, G)`` genres without placeholders (:func:`genre_labels`).
+        sae_result, sae: the trained SAE (through :func:`recsae_core.sae_eval.cached_sae`).
+        sae_acts: ``(N, m)`` SAE activations of the test rows; ``labels``: ``(N, G)`` their input items' genres.
+        times: seconds per step (what the page prints).
+    """
+
+    dataset: Any
+    split: Any
+    model_name: str
+    site: str
+    fit: Any
+    model: Any
+    train_acts: Any
+    test_acts: Any
+    item_labels: torch.Tensor
+    label_names: list[str]
+    sae_result: Any
+    sae: Any
+    sae_acts: torch.Tensor
+    labels: torch.Tensor
+    times: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, name: str) -> Any:
+        """Context manager adding the block's seconds to :attr:`times` under ``name``."""
+        return _timer(self.times, name)
+
+    def times_frame(self) -> pd.DataFrame:
+        """The steps' seconds, largest first, with their share of the total."""
+        t = pd.Series(self.times, name="seconds").sort_values(ascending=False)
+        return pd.DataFrame({"seconds": t.round(1), "share": (t / t.sum()).round(3)}).rename_axis("step")
+
+
+@contextmanager
+def _timer(times: dict[str, float], name: str) -> Any:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+
+
+def run(
+    dataset: Any,
+    model: str = "sasrec",
+    *,
+    model_config: Any = None,
+    sae_config: Any = None,
+    train_config: Any = None,
+    drop_labels: Sequence[str] = DROP_LABELS,
+    seed: int = 0,
+    split_seed: int = 42,
+    device: Any = "cpu",
+    cache_dir: Any = None,
+    progress: bool = False,
+) -> P1Run:
+    """P1's pipeline up to the trained SAE (papers.md §1.4-1.6), every step cached.
+
+    P1's split (seed ``split_seed``, P1: 42) → ``model`` trained on the recommender's users only
+    (:func:`recsae_core.cache.cached_fit`; for SASRec a dict ``model_config`` overrides
+    :data:`P1_MODEL_CONFIG`, other models take theirs as the registry does) →
+    ``<model>.block0`` outputs at every non-padding position (the last ``maxlen``) of the SAE users and
+    of the test users (:func:`recsae_core.sae_eval.cached_activations`) → the SAE (default
+    :func:`p1_sae_config` / :func:`p1_train_config`) → the test rows encoded, with their genres.
+
+    Args:
+        dataset: a registry name or a :class:`RecDataset` (with timestamps).
+    """
+    from recsae_core.cache import cached_fit
+    from recsae_core.data.splits import p1_new_users
+    from recsae_core.sae_eval import cached_activations, cached_sae
+
+    times: dict[str, float] = {}
+    with _timer(times, "data + P1 split"):
+        if isinstance(dataset, str):
+            from recsae_core.data.loaders import load_dataset
+
+            dataset = load_dataset(dataset, download=False, progress=False)
+        split = p1_new_users(dataset, seed=split_seed)
+        item_labels, names = genre_labels(dataset, drop_labels)
+    if model == "sasrec" and (model_config is None or isinstance(model_config, Mapping)):
+        model_config = {**P1_MODEL_CONFIG, **(model_config or {})}
+    with _timer(times, f"{model} (cached_fit)"):
+        fit = cached_fit(model, split, model_config, seed=seed, device=device, progress=progress)
+        rec = fit.model.eval()
+    site = f"{model}.block0"
+    maxlen = int(getattr(rec, "maxlen", getattr(fit.config, "maxlen", 200)))
+    with _timer(times, "activations"):
+        kw = dict(positions="all", device=device, progress=progress, cache_dir=cache_dir)
+        train_acts = cached_activations(rec, site, sequences(split, "sae", maxlen), **kw)
+        test_acts = cached_activations(rec, site, sequences(split, "test_full", maxlen), **kw)
+    cfg = sae_config if sae_config is not None else p1_sae_config(train_acts.acts.shape[1])
+    tc = train_config if train_config is not None else p1_train_config()
+    with _timer(times, "SAE (cached_sae)"):
+        res = cached_sae(
+            train_acts, cfg, tc, seed=seed, cache_dir=cache_dir, device=device, progress=progress
+        )
+        sae = res.sae.eval()
+    with _timer(times, "encode test rows"):
+        h = encode_rows(sae, test_acts.acts)
+        g = row_labels(test_acts, item_labels)
+    return P1Run(
+        dataset,
+        split,
+        model,
+        site,
+        fit,
+        rec,
+        train_acts,
+        test_acts,
+        item_labels,
+        names,
+        res,
+        sae,
+        h,
+        g,
+        times,
+    )
+
+
+def correlations(run: P1Run, *, max_rows: int | None = 200_000, seed: int = 42) -> torch.Tensor:
+    """``(m, G)`` Pearson correlation of every SAE feature with every genre on the test rows (P1 Fig. 2,
+    papers.md §4.1: a seeded sample of at most 200,000 rows)."""
+    idx = metrics.sample_rows(len(run.sae_acts), max_rows or len(run.sae_acts), seed)
+    return metrics.pearson_matrix(run.sae_acts[idx], run.labels[idx])
+
+
+# ------------------------------------------------------------------------------------ tables
+#: P1's ML-1M development numbers (GPT4Rec 64/2/2, SAE 512 on block 0; papers.md §1.10, from the authors'
+#: ``Train_sae.ipynb``): not the paper's tables, but the only ML-1M numbers P1 published.
+P1_ML1M_DEV: dict[str, float] = {
+    "base_ndcg@10": 0.1363,
+    "explained_variance": 0.9707,
+    "mae": 0.0286,
+    "rmse": 0.0363,
+    "dead": 1,
+    "never_above_0.1": 52,
+    "active_0": 88.5,
+    "active_0.1": 10.0,
+    "active_0.5": 0.73,
+    "mean_max_corr": 0.658,
+}
+
+#: P1's ML-20M numbers (BERT4Rec 3 layers, SAE 4128 on block 0; Sci-Fi feature steered; papers.md §1.10).
+P1_ML20M: dict[str, float] = {
+    "explained_variance": 0.9771,
+    "mean_max_corr": 0.279,
+    "neuron_mean_max_corr": 0.139,
+    "scifi_share_0": 0.189,
+    "scifi_share_10": 0.624,
+    "ndcg_0": 0.0928,
+    "ndcg_10": 0.0684,
+}
+
+#: P1's steering point the recsae curve must dominate (§1.10, ML-20M Sci-Fi: × 3.3 share for −26 % NDCG@10).
+P1_STEERING_POINT: tuple[float, float] = (0.624 / 0.189, 1 - 0.0684 / 0.0928)
+
+
+def reconstruction_summary(
+    run: P1Run, report: Any, *, k: int = 10, thresholds: Sequence[float] = (0.0, 0.1, 0.5)
+) -> pd.DataFrame:
+    """Issue section 1 / P1 §4.4: reconstruction, dead features, active features per position and accuracy
+    with the SAE spliced in, beside P1's ML-1M development numbers (:data:`P1_ML1M_DEV`).
+
+    Row statistics use every test row (P1: its 49,923 test tokens); ``report`` is
+    :func:`recsae_core.sae_eval.evaluate_sae` of ``run`` (for the spliced accuracy). MAE and RMSE are in the
+    site's raw units, so they depend on the model's activation scale (stated in the ``note`` column).
+
+    Returns one row per quantity: ``quantity``, ``P1 ML-1M (dev)``, ``recsae``, ``note``.
+    """
+    x = run.test_acts.acts.float()
+    with torch.no_grad():
+        x_hat = torch.cat(
+            [
+                run.sae.decode(run.sae_acts[s : s + 65_536].to(run.sae.W_enc.device)).float().cpu()
+                for s in range(0, len(x), 65_536)
+            ]
+        )
+    rec = metrics.reconstruction_stats(x, x_hat)
+    h = run.sae_acts
+    active = metrics.active_per_row(h, thresholds)
+    acc = report.accuracy
+    nd = f"ndcg@{k}"
+    p = P1_ML1M_DEV
+    scale = f"raw units; mean |x| here {float(x.abs().mean()):.3f}"
+    rows = [
+        (
+            "explained variance",
+            p["explained_variance"],
+            rec["explained_variance"],
+            "test rows, sklearn-style",
+        ),
+        ("MAE", p["mae"], rec["mae"], scale),
+        ("RMSE", p["rmse"], rec["rmse"], scale),
+        (
+            "dead features (never > 0)",
+            p["dead"],
+            int((metrics.firing_rates(h) == 0).sum()),
+            f"of {h.shape[1]}",
+        ),
+        (
+            "features never > 0.1",
+            p["never_above_0.1"],
+            int((metrics.firing_rates(h, 0.1) == 0).sum()),
+            f"of {h.shape[1]}",
+        ),
+    ]
+    for t in thresholds:
+        rows.append(
+            (f"active features per position (> {t:g})", p.get(f"active_{t:g}", float("nan")), active[t], "")
+        )
+    rows += [
+        (f"NDCG@{k}, base model", p["base_ndcg@10"], acc["base"][nd], "test users' last item, full ranking"),
+        (f"NDCG@{k}, SAE spliced in (P1: error dropped)", float("nan"), acc["spliced"][nd], "last position"),
+    ]
+    if "spliced_keep_error" in acc:
+        rows.append(
+            (f"NDCG@{k}, SAE spliced in, error kept", float("nan"), acc["spliced_keep_error"][nd], "= base")
+        )
+    rows.append(
+        (
+            f"NDCG@{k} change when spliced",
+            float("nan"),
+            acc["spliced"][nd] / acc["base"][nd] - 1 if acc["base"][nd] > 0 else float("nan"),
+            "target: within ±5 %",
+        )
+    )
+    return pd.DataFrame(rows, columns=["quantity", "P1 ML-1M (dev)", "recsae", "note"])
+
+
+def steering_table(
+    curves: pd.DataFrame,
+    label: str,
+    *,
+    meaning: str = "p1",
+    alphas: Sequence[float] = (-10.0, -4.0, 0.0, 4.0, 10.0),
+    k: int = 10,
+) -> pd.DataFrame:
+    """P1's steering table shape (papers.md §1.10): one row per measure (genre share, NDCG@k, HR@k,
+    coverage@k, inter-list diversity@k), one column per α of ``alphas`` the curve has (it must have 0). The
+    α = 0 column says what it is (P1: the SAE spliced in, ``meaning="p1"``; recsae: the exact base model,
+    ``"ours"``)."""
+    sub = curves[(curves["label"] == label) & (curves["meaning"] == meaning)]
+    if sub.empty:
+        raise KeyError(f"no steering curve for {label!r} with meaning {meaning!r}")
+    sub = sub.set_index("alpha")
+    alphas = [float(a) for a in alphas if float(a) in sub.index]  # P1's columns the curve has
+    if 0.0 not in alphas:
+        raise KeyError("the curve has no α = 0 (the table's reference column)")
+    measures = {
+        "share": f"{label} share of top-{k}",
+        f"ndcg@{k}": f"NDCG@{k}",
+        f"hr@{k}": f"HR@{k}",
+        f"coverage@{k}": f"coverage@{k}",
+        f"diversity@{k}": f"inter-list diversity@{k}",
+    }
+    zero = "0 (with SAE)" if meaning == "p1" else "0 (base model)"
+    cols = {a: (zero if a == 0.0 else f"{a:+g}") for a in alphas}
+    out = pd.DataFrame(
+        {cols[a]: [float(sub.loc[a, m]) for m in measures if m in sub.columns] for a in alphas},
+        index=[v for m, v in measures.items() if m in sub.columns],
+    )
+    out.index.name = f"α (feature {int(sub['feature'].iloc[0])})"
+    return out
+
+
+def steering_tradeoff(
+    curves: pd.DataFrame,
+    *,
+    target: tuple[float, float] = P1_STEERING_POINT,
+) -> pd.DataFrame:
+    """Per steered label and meaning of α = 0: the α > 0 with the largest share ratio (share / share at
+    α = 0) whose NDCG@k drop stays within P1's (``target`` = (ratio, drop), P1 ML-20M Sci-Fi: × 3.3 for
+    −26 %), and whether it reaches P1's ratio, i.e. whether the curve dominates P1's point.
+
+    Returns one row per (label, meaning): ``label``, ``meaning``, ``feature``, ``alpha``, ``share_0``,
+    ``share``, ``share_ratio``, ``ndcg_drop``, ``dominates`` (NaN/False when no α > 0 stays within the drop).
+    """
+    ratio_t, drop_t = target
+    rows = []
+    for (lab, meaning), g in curves.groupby(["label", "meaning"], sort=False):
+        s0 = float(g.loc[g["alpha"] == 0.0, "share"].iloc[0]) if (g["alpha"] == 0.0).any() else float("nan")
+        ok = g[(g["alpha"] > 0) & (g["ndcg_drop"] <= drop_t)]
+        base = {"label": lab, "meaning": meaning, "feature": int(g["feature"].iloc[0]), "share_0": s0}
+        if ok.empty:
+            rows.append(
+                base
+                | {
+                    "alpha": float("nan"),
+                    "share": float("nan"),
+                    "share_ratio": float("nan"),
+                    "ndcg_drop": float("nan"),
+                    "dominates": False,
+                }
+            )
+            continue
+        best = ok.loc[ok["share_ratio"].idxmax()]
+        rows.append(
+            base
+            | {
+                "alpha": float(best["alpha"]),
+                "share": float(best["share"]),
+                "share_ratio": float(best["share_ratio"]),
+                "ndcg_drop": float(best["ndcg_drop"]),
+                "dominates": bool(best["share_ratio"] >= ratio_t),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def steering_selectivity(
+    effects_MI: Any, item_labels: Any, features: Mapping[str, int], label_names: Sequence[str]
+) -> pd.DataFrame:
+    """How selectively one unit of each steered feature moves its genre's logits (P1 §1.7's direct effect):
+    mean logit effect on the genre's items, on the other items, their difference, and the genre's share of
+    the catalogue. A feature whose atom lifts its genre little more than everything else steers weakly.
+    """
+    e = torch.as_tensor(effects_MI).double()
+    lab = torch.as_tensor(np.asarray(item_labels)).bool()
+    rows = []
+    for name, j in features.items():
+        g = list(label_names).index(name)
+        has = lab[:, g]
+        on, off = float(e[j, has].mean()), float(e[j, ~has].mean())
+        rows.append(
+            {
+                "label": name,
+                "feature": int(j),
+                "effect_on_genre": on,
+                "effect_on_others": off,
+                "selectivity": on - off,
+                "genre_items": int(has.sum()),
+                "catalogue_share": float(has.double().mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+#: What P1's two reference runs were (papers.md §1.3-1.4, §1.10), for the "what differs" row.
+P1_SETUPS: dict[str, str] = {
+    "P1 ML-1M (dev)": "ML-1M all 6,040 users, P1 split (604 test users); GPT4Rec 64/2/2 (GELU, dropout 0.1, "
+    "max_len 128); SAE 512, L1 0.1, raw inputs, unsquared loss, 5k steps × 1024",
+    "P1 ML-20M (paper)": "ML-20M, P1 split (13,850 test users); BERT4Rec 3 layers (masked LM); SAE 4128, "
+    "lr 1e-4, normalised inputs, 100k steps × 256",
+}
+
+
+def headline(
+    report: Any, fvn: pd.DataFrame, curves: pd.DataFrame | None = None, *, label: str = "Sci-Fi", k: int = 10
+) -> dict[str, Any]:
+    """The numbers the "paper vs recsae" table compares (:func:`paper_vs_recsae`): EV, mean max correlation
+    of SAE features and of raw neurons (:func:`features_vs_neurons`), best and worst genres, and ``label``'s
+    steering from α = 0 to α = +10 (P1's meaning of α = 0), when ``curves`` has it."""
+    t = fvn.sort_values("sae_corr", ascending=False)
+    out: dict[str, Any] = {
+        "explained_variance": float(report.explained_variance),
+        "mean_max_corr": float(fvn.attrs["sae_mean_max_corr"]),
+        "neuron_mean_max_corr": float(fvn.attrs["neuron_mean_max_corr"]),
+        "best": ", ".join(f"{r.label} {r.sae_corr:.3f}" for r in t.head(3).itertuples()),
+        "worst": ", ".join(f"{r.label} {r.sae_corr:.3f}" for r in t.tail(3)[::-1].itertuples()),
+    }
+    if curves is not None:
+        c = curves[(curves["label"] == label) & (curves["meaning"] == "p1")].set_index("alpha")
+        if 0.0 in c.index and 10.0 in c.index:
+            out |= {
+                "scifi_share_0": float(c.loc[0.0, "share"]),
+                "scifi_share_10": float(c.loc[10.0, "share"]),
+                "ndcg_0": float(c.loc[0.0, f"ndcg@{k}"]),
+                "ndcg_10": float(c.loc[10.0, f"ndcg@{k}"]),
+            }
+    return out
+
+
+def paper_vs_recsae(ours: Mapping[str, Mapping[str, Any]], differs: Mapping[str, str]) -> pd.DataFrame:
+    """Issue section 8: P1's ML-1M development numbers and ML-20M numbers beside recsae's.
+
+    Args:
+        ours: column name (e.g. ``"recsae ml-1m-prefix, SASRec+"``) → :func:`headline`.
+        differs: column name → what differs from P1 in data or model (the last row).
+    """
+    p1d, p20 = P1_ML1M_DEV, P1_ML20M
+
+    def arrow(d: Mapping[str, Any], a: str, b: str) -> str:
+        return f"{d[a]:.3f} → {d[b]:.3f}" if a in d and b in d else "—"
+
+    cols: dict[str, dict[str, Any]] = {
+        "P1 ML-1M (dev)": {
+            "explained variance": f"{p1d['explained_variance']:.3f}",
+            "mean max correlation, SAE": f"{p1d['mean_max_corr']:.3f}",
+            "mean max correlation, raw neurons": "—",
+            "SAE / neurons": "—",
+            "best genres": "Fantasy 0.800, Film-Noir 0.799, Western 0.761",
+            "worst genres": "Drama 0.432, Comedy 0.502, Thriller 0.510",
+            "Sci-Fi share, α 0 → +10": "—",
+            "NDCG@10, α 0 → +10": "—",
+            "setup": P1_SETUPS["P1 ML-1M (dev)"],
+        },
+        "P1 ML-20M (paper)": {
+            "explained variance": f"{p20['explained_variance']:.3f}",
+            "mean max correlation, SAE": f"{p20['mean_max_corr']:.3f}",
+            "mean max correlation, raw neurons": f"{p20['neuron_mean_max_corr']:.3f}",
+            "SAE / neurons": f"{p20['mean_max_corr'] / p20['neuron_mean_max_corr']:.2f}×",
+            "best genres": "Sci-Fi 0.419, Animation 0.399, Horror 0.398",
+            "worst genres": "Mystery 0.160",
+            "Sci-Fi share, α 0 → +10": arrow(p20, "scifi_share_0", "scifi_share_10"),
+            "NDCG@10, α 0 → +10": f"{p20['ndcg_0']:.4f} → {p20['ndcg_10']:.4f}",
+            "setup": P1_SETUPS["P1 ML-20M (paper)"],
+        },
+    }
+    for name, d in ours.items():
+        cols[name] = {
+            "explained variance": f"{d['explained_variance']:.3f}",
+            "mean max correlation, SAE": f"{d['mean_max_corr']:.3f}",
+            "mean max correlation, raw neurons": f"{d['neuron_mean_max_corr']:.3f}",
+            "SAE / neurons": f"{d['mean_max_corr'] / d['neuron_mean_max_corr']:.2f}×",
+            "best genres": d.get("best", "—"),
+            "worst genres": d.get("worst", "—"),
+            "Sci-Fi share, α 0 → +10": arrow(d, "scifi_share_0", "scifi_share_10"),
+            "NDCG@10, α 0 → +10": (
+                f"{d['ndcg_0']:.4f} → {d['ndcg_10']:.4f}" if "ndcg_0" in d and "ndcg_10" in d else "—"
+            ),
+            "setup": differs.get(name, ""),
+        }
+    return pd.DataFrame(cols).rename_axis("quantity")
