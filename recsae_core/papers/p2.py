@@ -29,7 +29,7 @@ import torch
 
 from recsae_core import probe
 from recsae_core.batching import eval_data, history_frame, pad_left
-from recsae_core.data.dataset import Split
+from recsae_core.data.dataset import RecDataset, Split
 from recsae_core.evaluate import DEFAULT_KS, evaluate_data
 from recsae_core.models.base import Recommender, UserBatch
 from recsae_core.sae import (
@@ -47,15 +47,26 @@ __all__ = [
     "DEV_METRIC",
     "INFER_POSITIONS",
     "P2_KS",
+    "P2_SASREC",
     "P2_SITES",
+    "PAPER_ANCHORS",
     "TIES",
+    "concept_scores",
+    "confidence_summary",
     "dev_callback",
+    "p2_base_models",
+    "p2_concept_split",
+    "p2_dataset",
+    "p2_rows_per_sample",
     "p2_sae_config",
     "p2_site",
+    "p2_split",
     "p2_train_activations",
     "p2_train_config",
     "p2_user_batch",
+    "paper_vs_recsae",
     "reconstruction_table",
+    "shuffled_table",
     "train_p2_sae",
     "untrained_sae",
 ]
@@ -70,6 +81,108 @@ TIES = "pessimistic"
 DEV_METRIC = "dev_ndcg@5"
 #: P2 trains on every position of ``(B, L, D)`` sites but splices (infers) at the last one (§2.5).
 INFER_POSITIONS = "last"
+
+
+#: P2's base SASRec architecture (papers.md §2.6): 1 block, 1 head, ``history_max`` 20, d 64. Its loss
+#: stays recsae's full-softmax cross-entropy (P2: BPR with one sampled negative) — a stated deviation.
+P2_SASREC: dict[str, Any] = {"n_blocks": 1, "n_heads": 1, "maxlen": 20}
+
+
+def p2_dataset(ds: RecDataset, *, core: int = 5, min_rating: float | None = 4.0) -> RecDataset:
+    """P2's ``ML_1MTOPK`` filtering (papers.md §2.6): iterative ``core``-core on **all** ratings, then only
+    the positives (rating >= ``min_rating``; ``None`` keeps every row, for implicit data), ids re-indexed
+    over the users and items that remain (item metadata and labels follow). ``meta["p2_filter"]`` records
+    the counts at each step."""
+    inter = ds.interactions
+    n0 = len(inter)
+    while True:
+        u_n = inter.groupby("user")["item"].transform("size")
+        i_n = inter.groupby("item")["user"].transform("size")
+        keep = (u_n >= core) & (i_n >= core)
+        if keep.all():
+            break
+        inter = inter[keep.to_numpy()]
+    n_core = len(inter)
+    if min_rating is not None:
+        inter = inter[inter["rating"].to_numpy() >= min_rating]
+    if inter.empty:
+        raise ValueError(f"{ds.name}: nothing left after the {core}-core and rating >= {min_rating} filters")
+    users = np.unique(inter["user"].to_numpy())
+    items = np.unique(inter["item"].to_numpy())
+    out = inter.copy()
+    out["user"] = np.searchsorted(users, out["user"].to_numpy()).astype("int64")
+    out["item"] = np.searchsorted(items, out["item"].to_numpy()).astype("int64")
+    meta = {
+        **ds.meta,
+        "p2_filter": {
+            "core": core,
+            "min_rating": min_rating,
+            "rows_before": n0,
+            "rows_after_core": n_core,
+            "rows_after_rating": len(out),
+        },
+    }
+    return RecDataset(
+        ds.name,
+        out.reset_index(drop=True),
+        ds.items.iloc[items].reset_index(drop=True).rename_axis("item"),
+        np.asarray(ds.item_labels)[items],
+        list(ds.label_names),
+        ds.users.iloc[users].reset_index(drop=True).rename_axis("user"),
+        meta,
+    )
+
+
+def p2_split(ds: RecDataset, seed: int = 0) -> Split:
+    """P2's split of ``ds`` (papers.md §2.6, §2.11): with timestamps, the ``ML_1MTOPK`` recipe —
+    :func:`p2_dataset` (5-core, ratings >= 4 where ratings are explicit) then the global temporal 80/10/10
+    split (:func:`~recsae_core.data.splits.p2_temporal`); without timestamps (``ml-1m-notime``,
+    ``lastfm-2k``) the seeded leave-one-out split (P2's Grocery protocol), on the 5-core positives too."""
+    from recsae_core.data.splits import leave_one_out, p2_temporal
+
+    explicit = ds.interactions["rating"].max() > 1 and float(ds.interactions["rating"].max()) <= 5
+    filtered = p2_dataset(ds, min_rating=4.0 if explicit else None)
+    if ds.has_timestamps:
+        return p2_temporal(filtered, seed=seed)
+    return leave_one_out(filtered, seed=seed)
+
+
+def p2_base_models(
+    dataset: str | RecDataset,
+    models: Sequence[str],
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Any:
+    """Load ``dataset``, split it as P2 does (:func:`p2_split`) and train or reload (artifact cache) each
+    model; SASRec gets P2's architecture (:data:`P2_SASREC`) under ``configs["sasrec"]``. Sequential
+    models are skipped, with the reason, on data without timestamps.
+
+    Returns:
+        :class:`recsae_core.widgets.BaseModels` (``split``, ``results``, ``skipped``).
+    """
+    from recsae_core.cache import cached_fit
+    from recsae_core.data.loaders import load_dataset
+    from recsae_core.models.registry import get_spec
+    from recsae_core.widgets import BaseModels
+
+    configs = dict(configs or {})
+    unknown = set(configs) - set(models)
+    if unknown:
+        raise ValueError(f"configs given for models that are not trained here: {sorted(unknown)}")
+    ds = dataset if isinstance(dataset, RecDataset) else load_dataset(dataset, progress=progress)
+    split = p2_split(ds, seed=seed)
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in models:
+        if get_spec(name).sequential and not ds.has_timestamps:
+            skipped[name] = f"{ds.name} has no timestamps; {name} needs the order of events"
+            continue
+        cfg = {**(P2_SASREC if name == "sasrec" else {}), **configs.get(name, {})}
+        results[name] = cached_fit(name, split, cfg or None, device=device, seed=seed, progress=progress)
+    return BaseModels(ds.name, split, results, skipped)
 
 
 def p2_site(model: Recommender) -> str:
@@ -101,6 +214,7 @@ def p2_train_config(
     *,
     lr: float = 1e-4,
     batch_size: int = 16,
+    rows_per_sample: float = 1.0,
     epochs: int = 50,
     patience: int = 10,
     weight_decay: float = 1e-6,
@@ -110,11 +224,15 @@ def p2_train_config(
 
     ``lr`` and ``batch_size`` defaults: the README example (``--sae_lr 1e-4``) and the larger of P2's two
     batch sizes (16; the authors' table picks 1e-5..1e-4 and 4 or 16 per model, dataset and k).
-    Deviation: ``batch_size`` counts rows (for SASRec, positions), P2 counts users.
+    ``batch_size`` counts P2's samples (users, or training interactions); the trainer's batch counts rows,
+    so it is ``round(batch_size * rows_per_sample)`` rows — for SASRec a sample brings every valid position
+    of its history window (:func:`p2_rows_per_sample`).
     """
+    if not rows_per_sample > 0:
+        raise ValueError(f"rows_per_sample must be > 0, got {rows_per_sample}")
     return TrainConfig(
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=max(1, round(batch_size * rows_per_sample)),
         lr=lr,
         warmup_steps=0,
         weight_decay=weight_decay,
@@ -122,6 +240,13 @@ def p2_train_config(
         aux_start_epoch=2,
         selection=EpochSelection(DEV_METRIC, mode="max", patience=patience),
     )
+
+
+def p2_rows_per_sample(train_acts: probe.ActivationSet) -> float:
+    """Mean training rows per P2 sample: rows per (user, weighting copy) — 1 for user-vector sites, the
+    mean number of valid positions per history window for SASRec."""
+    n = int(train_acts.meta.get("p2_samples", 0)) or len(torch.unique(train_acts.users))
+    return len(train_acts) / max(n, 1)
 
 
 def p2_user_batch(split: Split, maxlen: int | None) -> UserBatch:
@@ -142,16 +267,40 @@ def p2_train_activations(
     site: str,
     split: Split,
     *,
+    weighting: str = "users",
     batch_size: int = 256,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> probe.ActivationSet:
-    """The SAE's training rows (papers.md §2.5): for ``(B, L, D)`` sites every valid position of the
-    training histories, for user-vector sites one row per training user."""
+    """The SAE's training rows (papers.md §2.5): for ``(B, L, D)`` sites every valid position of each
+    user's training history window (the last ``maxlen``), for user-vector sites one row per training user.
+
+    ``weighting``: ``"users"`` keeps one sample per user; ``"interactions"`` repeats each user's rows once
+    per training interaction, as ReChorus's epoch does (one sample per training interaction, so active
+    users weigh more and an epoch holds ~ interactions/users times more steps). ``meta["p2_samples"]``
+    is the number of samples (:func:`p2_rows_per_sample`).
+    """
+    if weighting not in ("users", "interactions"):
+        raise ValueError(f"weighting must be 'users' or 'interactions', got {weighting!r}")
     batch = p2_user_batch(split, getattr(model, "maxlen", None))
-    return probe.collect_activations(
+    acts = probe.collect_activations(
         model, site, batch, positions="all", batch_size=batch_size, device=device, progress=progress
     )
+    n_samples = len(batch.users)
+    if weighting == "interactions":
+        counts = np.bincount(split.train["user"].to_numpy(), minlength=split.dataset.n_users)
+        reps = torch.from_numpy(counts[acts.users.numpy()].astype(np.int64))
+        n_samples = int(counts[batch.users.numpy()].sum())
+        acts = probe.ActivationSet(
+            acts.acts.repeat_interleave(reps, 0),
+            acts.users.repeat_interleave(reps, 0),
+            acts.items.repeat_interleave(reps, 0),
+            None if acts.positions is None else acts.positions.repeat_interleave(reps, 0),
+            acts.site,
+            dict(acts.meta),
+        )
+    acts.meta.update({"p2_weighting": weighting, "p2_samples": n_samples})
+    return acts
 
 
 def dev_callback(
@@ -331,3 +480,130 @@ def reconstruction_table(
     out = pd.DataFrame(rows)
     out["k"] = out["k"].astype("Int64")
     return out
+
+
+# ------------------------------------------------------------------------------------------ concepts
+def p2_concept_split(split: Split) -> Split:
+    """The split whose ``"test"`` cases the concepts are read on: ``split`` itself when its test part holds
+    one case per user (leave-one-out); for P2's temporal split — whose test part is a few late users, each
+    with many rows sharing one history — every training user once, with their training history (the
+    representation the SAE was trained on at the last position). Targets are only placeholders there: a
+    case pool reads the representation and the model's top-1, never the target."""
+    test = split.test
+    if test["user"].is_unique:
+        return split
+    train = split.train
+    last = train.groupby("user", sort=True).tail(1).reset_index(drop=True)
+    return Split(f"{split.name}-train-users", split.dataset, train, train.iloc[:0], last, seed=split.seed)
+
+
+def shuffled_table(table: Any, seed: int = 0) -> Any:
+    """The shuffled-label control: the attribute rows of ``table`` permuted across pool rows (seeded), so
+    every attribute keeps its frequency but no longer belongs to its row. Descriptions written from it
+    should score at chance."""
+    from recsae_core.concepts import AttributeTable
+
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(table.values.shape[0]))
+    return AttributeTable(table.values[perm], list(table.names), list(table.groups), list(table.phrases))
+
+
+def concept_scores(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    split: Split,
+    *,
+    control: bool = False,
+    case_config: Any = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> tuple[Any, Any]:
+    """P2's concept pipeline (papers.md §2.7, §4.5) with the metadata explainer: case pool on
+    :func:`p2_concept_split`'s test cases, levels, 5 describe / 5 held-out / 5 random cases per live
+    latent, description, simulation and confidence with bootstrap intervals.
+
+    ``control``: the shuffled-label control (:func:`shuffled_table`) instead of the real attributes.
+
+    Returns:
+        ``(pool, scores)``: the :class:`~recsae_core.concepts.CasePool` and one row per described latent
+        (:func:`~recsae_core.concepts.score_latents` columns).
+    """
+    from recsae_core import concepts as C
+
+    cs = p2_concept_split(split)
+    pool = C.build_pool(model, site, sae, cs, "test", device=device)
+    table = C.attribute_table(pool, cs)
+    if control:
+        table = shuffled_table(table, seed)
+    explainer = C.MetadataExplainer(table)
+    cases = C.sample_cases(pool, None, case_config or C.CaseConfig(seed=seed))
+    sims = C.simulate_latents(explainer, cases)
+    return pool, C.score_latents(sims, n_boot=n_boot, seed=seed)
+
+
+def confidence_summary(scores: Any, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Counts P2 reports (papers.md §2.7): latents scored, at confidence = 1.0, >= 0.9, >= 0.8, and the share
+    at >= 0.8 with a percentile bootstrap interval over the latents."""
+    from recsae_core.concepts import bootstrap_interval
+
+    c = scores["confidence"].to_numpy(float)
+    out: dict[str, float] = {
+        "latents": len(c),
+        "= 1.0": int((c >= 1 - 1e-9).sum()),
+        "≥ 0.9": int((c >= 0.9 - 1e-9).sum()),
+        "≥ 0.8": int((c >= 0.8 - 1e-9).sum()),
+    }
+    if len(c):
+        est, lo, hi = bootstrap_interval(lambda x: (x >= 0.8 - 1e-9).mean(-1), [c], n_boot=n_boot, seed=seed)
+    else:
+        est = lo = hi = float("nan")
+    out.update({"share ≥ 0.8": est, "share lo": lo, "share hi": hi})
+    return out
+
+
+# -------------------------------------------------------------------------------- paper vs recsae
+#: P2's numbers this chapter can stand beside ours (papers.md §2.10, §5: run-script comments, [dev]).
+PAPER_ANCHORS: tuple[tuple[str, str, float], ...] = (
+    ("SASRec base, ML_1MTOPK test", "NDCG@10", 0.0882),
+    ("SASRec base, ML_1MTOPK test", "HR@10", 0.1611),
+    ("SASRec + untrained SAE, ML_1MTOPK test", "HR@5", 0.0028),
+    ("SASRec + untrained SAE, ML_1MTOPK test", "NDCG@5", 0.0015),
+)
+
+
+def paper_vs_recsae(recon: Any, dataset: str, split_name: str, k: int = 8) -> Any:
+    """The "paper vs recsae" table: P2's anchors (:data:`PAPER_ANCHORS`) beside ours from the
+    reconstruction table ``recon`` (ours on ``dataset``/``split_name``, SAE size ``k``), and P2's
+    qualitative claim ("stable reconstruction") beside our relative NDCG@10 change per model."""
+    import pandas as pd
+
+    def ours(model: str, variant: str, col: str) -> float:
+        sel = recon[(recon["model"] == model) & (recon["variant"] == variant)]
+        if variant != "base":
+            sel = sel[sel["k"] == k]
+        return float(sel[col].iloc[0]) if len(sel) and col in sel else float("nan")
+
+    where = f"{dataset}, split {split_name}"
+    rows = []
+    for what, col, value in PAPER_ANCHORS:
+        variant = "untrained SAE" if "untrained" in what else "base"
+        rows.append(
+            {
+                "quantity": f"{what}: {col}",
+                "P2": f"{value:.4f}",
+                "recsae": ours("sasrec", variant, col),
+                "ours measured on": f"{where}" + (f", k = {k}" if variant != "base" else ""),
+            }
+        )
+    for model in recon["model"].unique():
+        base, spliced = ours(model, "base", "NDCG@10"), ours(model, "SAE", "NDCG@10")
+        rows.append(
+            {
+                "quantity": f"{model}: NDCG@10 change with the SAE spliced in",
+                "P2": '"stable reconstruction performance"',
+                "recsae": (spliced - base) / base if base else float("nan"),
+                "ours measured on": f"{where}, k = {k} (relative change)",
+            }
+        )
+    return pd.DataFrame(rows)

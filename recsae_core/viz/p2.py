@@ -8,7 +8,7 @@ from typing import Any
 
 from recsae_core.viz.base import table
 
-__all__ = ["plot_p2_training_curves", "reconstruction_table_view"]
+__all__ = ["plot_confidence_histograms", "plot_p2_training_curves", "reconstruction_table_view"]
 
 DEV_METRIC = "dev_ndcg@5"  # recsae_core.papers.p2.DEV_METRIC (not imported: viz stays light)
 
@@ -74,3 +74,33 @@ def reconstruction_table_view(df: Any, *, caption: str | None = None, precision:
         "trained SAE spliced in, untrained SAE spliced in."
     )
     return table(out, index=False, caption=cap, precision=precision)
+
+
+def plot_confidence_histograms(scores: Mapping[str, Any], *, threshold: float = 0.8) -> Any:
+    """P2's three histograms per run (papers.md §2.7, §4.5): recall, precision and confidence of every
+    described latent, as the share of latents per value (one line per run, e.g. ``"BPR-MF k=8"``); the
+    dashed line marks the high-confidence threshold (0.8).
+
+    Args:
+        scores: run label -> DataFrame with columns ``recall``, ``precision``, ``confidence``
+            (:func:`recsae_core.papers.p2.concept_scores`).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    edges = np.linspace(-0.05, 1.05, 12)  # one bin per multiple of 0.1
+    centres = (edges[:-1] + edges[1:]) / 2
+    for i, (label, df) in enumerate(scores.items()):
+        if len(df) == 0:
+            continue
+        for ax, col in zip(axes, ("recall", "precision", "confidence"), strict=True):
+            counts, _ = np.histogram(df[col].to_numpy(float), bins=edges)
+            ax.plot(centres, counts / len(df), marker="o", ms=3, color=f"C{i % 10}", label=label)
+    for ax, col in zip(axes, ("recall", "precision", "confidence"), strict=True):
+        ax.set(xlabel=col, xlim=(-0.05, 1.05), title=f"{col} of the descriptions")
+    axes[2].axvline(threshold, color="k", ls="--", lw=1)
+    axes[0].set_ylabel("share of described latents")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center")
+    return fig
