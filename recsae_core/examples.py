@@ -86,7 +86,7 @@ class GRU4Rec(Recommender):
 
     * ``gru4rec.layer{i}``: ``(B, L, D)`` output of GRU layer ``i`` at every position (P1 reads its
       transformer's block 0 the same way);
-    * ``gru4rec.last``: ``(B, D)`` the final layer's state at the last position, the user vector.
+    * ``gru4rec.last``: ``(B, D)`` the linear head's output at the last position, the user vector.
 
     The GRUs have no biases, so a zero input (the padding embedding) keeps a zero state exactly: the left
     padding before a history changes nothing, and batches may drop their all-padding columns.
