@@ -163,6 +163,7 @@ def _rows_key(data: probe.ActivationSet | torch.Tensor | TwoTowerData) -> dict[s
             "user_emb": _tensor_digest(data.user_emb),
             "item_emb": _tensor_digest(data.item_emb),
             "pairs": _tensor_digest(data.pairs),
+            "all_pairs": bool(data.all_pairs),
         }
     if isinstance(data, torch.Tensor):
         return {"tensor": _tensor_digest(data)}

@@ -479,3 +479,117 @@ def test_intervention_bars_and_accuracy_axis(plt):
     assert len(fig.axes[0].patches) == 3 and fig.axes[0].patches[2].get_height() == pytest.approx(40.0)
     assert len(fig.axes[1].lines) == 1
     assert len(vp3.plot_intervention(df, accuracy=None).axes) == 1
+
+
+# ------------------------------------------------------------------------------ P3's training recipe
+def _toy_split(n_users: int, n_items: int, seed: int = 0):
+    from recsae_core.data.dataset import RecDataset, Split
+
+    rng = np.random.default_rng(seed)
+    rows = pd.DataFrame(
+        {"user": np.repeat(np.arange(n_users), 6), "item": rng.integers(0, n_items, n_users * 6)}
+    ).drop_duplicates()
+    ds = RecDataset(
+        name="toy",
+        interactions=rows.assign(rating=1.0),
+        users=pd.DataFrame(index=pd.RangeIndex(n_users)),
+        items=pd.DataFrame({"title": [f"i{i}" for i in range(n_items)]}),
+        item_labels=np.zeros((n_items, 1), bool),
+        label_names=["x"],
+    )
+    return Split("toy", ds, rows.reset_index(drop=True), rows.iloc[:0], rows.iloc[:0])
+
+
+def test_recipe_configs_follow_the_authors_code():
+    mf = p3.p3_sae_config("mf", 20)
+    ncf = p3.p3_sae_config("ncf", 20)
+    assert (mf.alpha, mf.beta, mf.kl_coeff, mf.rho, mf.l1_coeff) == (0.1, 1.0, 0.01, 0.05, 0.0)
+    assert mf.normalize_rows and mf.pre_bias and mf.tied and mf.pred_loss == "mse"
+    assert (ncf.alpha, ncf.beta, ncf.kl_coeff) == (2.0, 10.0, 0.07)
+    assert not ncf.normalize_rows and not ncf.pre_bias and ncf.pred_loss == "bce"
+    tc = p3.p3_train_config("mf")
+    assert (tc.warmup_steps, tc.epochs, tc.lr, tc.batch_size, tc.sampling) == (0, 18, 1e-3, 256, "epochs")
+    assert p3.p3_train_config("ncf").batch_size == 128
+    assert p3.p3_sae_config("ncf", 20, beta=0.0).beta == 0.0
+    m = p3.p3_sae_config("mf", 100, 80, matryoshka=True)
+    assert isinstance(m, MatryoshkaConfig) and m.prefixes == (20, 40, 80)
+    with pytest.raises(ValueError, match="recipe"):
+        p3.p3_sae_config("bprmf", 20)
+
+
+def test_p3_users_split_is_seeded_and_disjoint():
+    a, b = p3.p3_users(100, seed=3), p3.p3_users(100, seed=3)
+    assert torch.equal(a.test, b.test) and len(a.test) == 20 and len(a.train) == 80
+    assert set(a.test.tolist()).isdisjoint(a.train.tolist())
+    assert not torch.equal(a.test, p3.p3_users(100, seed=4).test)
+
+
+def test_training_data_mf_all_pairs_with_negatives_ncf_positive_pairs():
+    split = _toy_split(30, 50)
+    mf = MF(30, 50, MFConfig(d=D))
+    ncf = NCF(30, 50, NCFConfig(d=D))
+    users = p3.p3_users(30, seed=0)
+    dm = p3.p3_training_data(mf, split, users.train)
+    dn = p3.p3_training_data(ncf, split, users.train)
+    n_pos = int(split.train["user"].isin(users.train.tolist()).sum())
+    assert len(dn.pairs) == n_pos and not dn.all_pairs and dn.pairwise
+    assert len(dm.pairs) == 2 * n_pos and dm.all_pairs and not dm.pairwise
+    assert set(dm.pairs[:, 0].tolist()) <= set(users.train.tolist())  # held-out users never train the SAE
+    assert torch.equal(dm.user_emb, mf.user_emb.weight.detach())
+
+
+def test_all_pairs_batches_come_from_the_pairs_and_score_the_grid():
+    from recsae_core.sae import TwoTowerData
+    from recsae_core.sae.trainer import _TwoTowerSource
+
+    users, items = torch.randn(10, D), torch.randn(12, D)
+    pairs = torch.tensor([[1, 2], [1, 3], [4, 5]])
+    src = _TwoTowerSource(TwoTowerData(users, items, pairs, all_pairs=True), "epochs", torch.Generator())
+    b = src.next(3)
+    assert sorted(b.users.tolist()) == [1, 1, 4] and sorted(b.items.tolist()) == [2, 3, 5]
+    assert not b.pairwise  # L_pred on the 3 x 3 grid
+    with pytest.raises(ValueError, match="needs pairs"):
+        TwoTowerData(users, items, all_pairs=False)
+
+
+def test_kl_is_summed_per_side_as_in_p3():
+    """P3 sums KL(rho || rho_hat_users) and KL(rho || rho_hat_items); one KL over the concatenated batch differs."""
+    from recsae_core.sae import kernels as K
+    from recsae_core.sae.trainer import TwoTowerBatch, _step_loss
+
+    torch.manual_seed(0)
+    cfg = P3Config(d_in=D, n_latents=8, beta=0.0, alpha=0.0, kl_coeff=1.0, rho=0.05)
+    sae = P3SAE(cfg)
+    u, i = torch.randn(5, D) + 1.0, torch.randn(7, D) - 1.0
+    batch = TwoTowerBatch(u, i, torch.arange(5), torch.arange(7), False)
+
+    def kl(acts):
+        rh = acts.mean(0).clamp(1e-6, 1 - 1e-6)
+        return (0.05 * torch.log(0.05 / rh) + 0.95 * torch.log(0.95 / (1 - rh))).sum()
+
+    with torch.no_grad():
+        want = kl(sae.encode(u)) + kl(sae.encode(i))
+        joint = kl(sae.encode(torch.cat([u, i])))
+    for fused in (True, False):
+        got = _step_loss(sae, batch, None, None, fused, K.Workspace()).terms["kl"]
+        assert torch.allclose(got, want, atol=1e-5), (fused, got, want)
+    assert not torch.allclose(want, joint, atol=1e-3)
+
+
+def test_mf_grid_scorer_equals_the_pair_rows():
+    """The MF fast path (one matmul + bias grid) gives the same logits as scoring every pair row."""
+    from recsae_core.sae.p3 import two_tower_scorer
+
+    torch.manual_seed(0)
+    mf = MF(9, 11, MFConfig(d=D))
+    with torch.no_grad():
+        mf.user_bias.normal_()
+        mf.item_bias.normal_()
+        mf.global_bias.fill_(0.3)
+    users, items = torch.tensor([0, 3, 3, 8]), torch.tensor([1, 2, 10])
+    u, i = torch.randn(4, D), torch.randn(3, D)
+    got = two_tower_scorer(mf)(u, i, users, items)
+    want = torch.stack(
+        [mf.pair_scores_from(u[b].expand(3, D), i, users[b].expand(3), items) for b in range(4)]
+    )
+    assert got.shape == (4, 3) and torch.allclose(got, want, atol=1e-5)

@@ -42,16 +42,23 @@ import scipy.sparse as sp
 import torch
 
 from recsae_core import metrics
+from recsae_core.data.dataset import Split
 from recsae_core.evaluate import rank_metrics
 from recsae_core.models.base import UserBatch
 from recsae_core.sae.base import SparseAutoencoder
+from recsae_core.sae.config import MatryoshkaConfig, P3Config, TrainConfig
+from recsae_core.sae.p3 import two_tower_scorer
+from recsae_core.sae.trainer import SAETrainResult, TwoTowerData
 from recsae_core.steer import Steer, steered_scores_fn
 
 __all__ = [
     "BOOST_VALUES",
+    "P3_BATCH_SIZE",
+    "P3_SAE_RECIPES",
     "PROMOTE_VALUES",
     "SUPPRESS_VALUES",
     "FidelityResult",
+    "P3Users",
     "PopularityNeuron",
     "TwoTowerActs",
     "age_group_users",
@@ -66,12 +73,17 @@ __all__ = [
     "label_heavy_users",
     "match_neuron",
     "monosemanticity",
+    "p3_sae_config",
+    "p3_train_config",
+    "p3_training_data",
+    "p3_users",
     "popularity_neuron",
     "prefix_summaries",
     "promote_item",
     "purity_table",
     "steer_users",
     "top_items_table",
+    "train_p3_sae",
     "two_tower_activations",
 ]
 
@@ -84,6 +96,182 @@ SUPPRESS_VALUES: tuple[float, ...] = (1.0, 0.5, 0.0, -0.5, -1.0, -1.5)
 
 MASK_SEEN_BY_MODEL = {"mf": True, "ncf": False}
 """P3 §3.6: the MF path excludes seen items from the top lists, the NCF path scores all items."""
+
+
+# ------------------------------------------------------------------------------------ the SAE recipe
+P3_SAE_RECIPES: dict[str, dict[str, object]] = {
+    # ML-1M MF (training.ipynb, ``train_autoencoder``): Autoencoder(tied=True, normalize=True) with pre-bias;
+    # autoencoder_loss(mse_weight=0.1, prediction_level_weight=1, kl_weight=0.01, l1_weight=0), rho 0.05;
+    # L_pred = MSE of b_u + b_i + u.i on every user x item pair of the batch (papers.md §3.3-3.4).
+    "mf": {
+        "tied": True,
+        "pre_bias": True,
+        "normalize_rows": True,
+        "alpha": 0.1,
+        "beta": 1.0,
+        "l1_coeff": 0.0,
+        "kl_coeff": 0.01,
+        "rho": 0.05,
+        "pred_loss": "mse",
+    },
+    # ML-1M NCF (training.ipynb, ``train_sparse_autoencoder``): SparseAutoencoderNCF (Linear + bias, ReLU, tied
+    # transpose decoder, no pre-bias, no normalisation); l2_weight=2, prediction_level_weight=10 (BCE of the
+    # reconstructed probability against the original one), kl_weight=0.07 (kl_divergence_loss's rho 0.05).
+    "ncf": {
+        "tied": True,
+        "pre_bias": False,
+        "normalize_rows": False,
+        "alpha": 2.0,
+        "beta": 10.0,
+        "l1_coeff": 0.0,
+        "kl_coeff": 0.07,
+        "rho": 0.05,
+        "pred_loss": "bce",
+    },
+}
+"""P3's final SAE settings per base model (papers.md §3.3-3.4, the authors' ML-1M ``training.ipynb``)."""
+
+P3_BATCH_SIZE: dict[str, int] = {"mf": 256, "ncf": 128}
+"""Training pairs per SAE step. P3's SAE batches are the base model's training batches of 256 samples
+(positives and as many sampled negatives): the MF SAE uses all of their users and items, the NCF SAE only
+the positive pairs, about half of them (training.ipynb: ``t[2] == 1``), hence 128."""
+
+
+def _kind(model: torch.nn.Module | str) -> str:
+    kind = model if isinstance(model, str) else _prefix(model)
+    if kind not in P3_SAE_RECIPES:
+        raise ValueError(f"P3's SAE recipe exists for {sorted(P3_SAE_RECIPES)}, not {kind!r}")
+    return kind
+
+
+def p3_sae_config(
+    model: torch.nn.Module | str,
+    d_in: int | None = None,
+    n_latents: int = 22,
+    *,
+    matryoshka: bool = False,
+    **overrides: object,
+) -> P3Config:
+    """P3's SAE for a base model (``"mf"``/``"ncf"`` or the model itself; papers.md §3.3-3.4).
+
+    ``d_in`` defaults to the model's embedding size; ``n_latents`` to ML-1M's 22 (Last.fm: 70; Matryoshka:
+    80 with prefixes 20/40/80). ``matryoshka=True`` gives a :class:`MatryoshkaConfig` with the same loss
+    weights plus its own inner-prefix weight. ``overrides`` replace single fields (e.g. ``beta`` for Fig. 4).
+    """
+    kind = _kind(model)
+    if d_in is None:
+        if isinstance(model, str):
+            raise ValueError("pass d_in= (the embedding size) when the model is given by name")
+        d_in = int(model.config.d)  # type: ignore[union-attr]
+    fields = {**P3_SAE_RECIPES[kind], "d_in": int(d_in), "n_latents": int(n_latents), **overrides}
+    cls = MatryoshkaConfig if matryoshka else P3Config
+    return cls(**fields)  # type: ignore[arg-type]
+
+
+def p3_train_config(model: torch.nn.Module | str, epochs: float = 18, **overrides: object) -> TrainConfig:
+    """P3's SAE optimisation (papers.md §3.4): Adam 1e-3, 18 epochs, **no warm-up** (``TrainConfig``'s
+    default 1,000-step warm-up is P1's), a fresh permutation of the training pairs per epoch, and the
+    batch of :data:`P3_BATCH_SIZE`. An epoch is one pass over the training pairs (:func:`p3_training_data`),
+    as in P3, not over the user table."""
+    kind = _kind(model)
+    fields: dict[str, object] = {
+        "epochs": epochs,
+        "batch_size": P3_BATCH_SIZE[kind],
+        "lr": 1e-3,
+        "warmup_steps": 0,
+        "sampling": "epochs",
+        **overrides,
+    }
+    return TrainConfig(**fields)  # type: ignore[arg-type]
+
+
+class P3Users(NamedTuple):
+    """P3's user partition (papers.md §3.4): the SAE trains on ``train``; fidelity is reported on ``test``."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+
+
+def p3_users(n_users: int, test_frac: float = 0.2, seed: int = 0) -> P3Users:
+    """A seeded random ``test_frac`` of the users held out from SAE training (P3: ``random.sample`` of 20 %
+    of the users; RBO and Kendall tau are measured on them). Both parts sorted."""
+    if not 0.0 < test_frac < 1.0:
+        raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
+    n_test = math.floor(n_users * test_frac)
+    if n_test < 1 or n_test >= n_users:
+        raise ValueError(f"{n_users} users cannot be split with test_frac={test_frac}")
+    perm = torch.randperm(n_users, generator=torch.Generator().manual_seed(seed))
+    return P3Users(perm[n_test:].sort().values, perm[:n_test].sort().values)
+
+
+def p3_training_data(
+    model: torch.nn.Module, split: Split, train_users: torch.Tensor | Sequence[int], *, seed: int = 0
+) -> TwoTowerData:
+    """The SAE's training data as P3 builds it (papers.md §3.3; ``training.ipynb``).
+
+    P3 feeds the SAE the base model's own training batches: their users and items, so users come as often as
+    they interact and items as often as they are drawn. Rows: the embedding tables of ``model``. Pairs: the
+    training positives of ``train_users`` (``split.train``), and for MF as many negatives, one item drawn
+    uniformly per positive (P3: p proportional to exp(popularity share), nearly uniform; drawn once here,
+    seeded, instead of every epoch). MF's L_pred covers every user x item pair of a batch
+    (``all_pairs=True``), NCF's only the batch's positive pairs.
+    """
+    kind = _kind(model)
+    prefix = _prefix(model)
+    model.eval()
+    u_all = torch.arange(model.n_users)
+    with torch.no_grad():
+        user_emb = model.representation(f"{prefix}.user", UserBatch(u_all)).detach().float()
+        item_emb = model.representation(f"{prefix}.item", UserBatch(u_all[:1])).detach().float()
+    keep = np.zeros(model.n_users, bool)
+    keep[_users(train_users).numpy()] = True
+    tr = split.train[["user", "item"]].drop_duplicates()
+    tr = tr[keep[tr["user"].to_numpy()]]
+    if len(tr) == 0:
+        raise ValueError("no training interactions for these users")
+    pairs = tr.to_numpy(np.int64)
+    if kind == "mf":
+        rng = np.random.default_rng(seed)
+        neg = np.stack([pairs[:, 0], rng.integers(0, model.n_items, len(pairs))], axis=1)
+        pairs = np.concatenate([pairs, neg])
+    return TwoTowerData(user_emb, item_emb, torch.from_numpy(pairs.copy()), all_pairs=kind == "mf")
+
+
+def train_p3_sae(
+    model: torch.nn.Module,
+    split: Split,
+    train_users: torch.Tensor | Sequence[int],
+    sae_config: P3Config | None = None,
+    train_config: TrainConfig | None = None,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    cache_dir: str | None = None,
+) -> SAETrainResult:
+    """Train (or reload from the SAE cache) P3's prediction-aware SAE on a frozen MF or NCF (§3.3-3.4).
+
+    Defaults: :func:`p3_sae_config` and :func:`p3_train_config` for the model's kind, the data of
+    :func:`p3_training_data`, and L_pred through :func:`~recsae_core.sae.p3.two_tower_scorer` (all pairs
+    for MF, matched pairs for NCF). Goes through :func:`recsae_core.sae_eval.cached_sae`.
+    """
+    from recsae_core.sae_eval import cached_sae  # sae_eval imports this package's siblings
+
+    cfg = sae_config or p3_sae_config(model)
+    tc = train_config or p3_train_config(model)
+    data = p3_training_data(model, split, train_users, seed=seed)
+    scorer = two_tower_scorer(model, pairwise=data.pairwise)
+    return cached_sae(
+        data,
+        cfg,
+        tc,
+        seed=seed,
+        scorer=scorer,
+        key_extra={"protocol": "p3", "model": _prefix(model)},
+        device=device,
+        progress=progress,
+        cache_dir=cache_dir,
+    )
 
 
 # ------------------------------------------------------------------------------------------ plumbing

@@ -143,6 +143,24 @@ def dot_product_scorer(pairwise: bool = False) -> Callable[..., torch.Tensor]:
     return score
 
 
+def _dot_product_bias(
+    model: torch.nn.Module,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """For P3's MF (logit ``g + b_u + b_i + u . i``), the ``(B, N)`` bias grid of a batch; else ``None``.
+
+    All-pairs L_pred on a P3 MF batch (256 users x 256 items) then costs one matmul: measured ~20x faster
+    than expanding the grid into 65,536 pair rows on a shared 2-core CPU."""
+    from recsae_core.models.twotower import MF  # the models package does not import the SAE package
+
+    if type(model) is not MF:
+        return None
+
+    def bias(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return model.global_bias + model.user_bias[users].unsqueeze(1) + model.item_bias[items].unsqueeze(0)
+
+    return bias
+
+
 def two_tower_scorer(model: torch.nn.Module, pairwise: bool = False) -> EmbeddingScorer:
     """An :class:`EmbeddingScorer` over a two-tower recommender's ``pair_scores_from(u, i, users, items)``.
 
@@ -155,11 +173,15 @@ def two_tower_scorer(model: torch.nn.Module, pairwise: bool = False) -> Embeddin
             f"{type(model).__name__} has no pair_scores_from(u, i, users, items); wrap it in a callable"
         )
 
+    grid_bias = _dot_product_bias(model)
+
     def score(
         user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, items: torch.Tensor
     ) -> torch.Tensor:
         if pairwise:
             return model.pair_scores_from(user_emb, item_emb, users, items)
+        if grid_bias is not None:  # dot-product models: one (B, N) matmul instead of B x N pair rows
+            return user_emb @ item_emb.T + grid_bias(users, items)
         b, n, d = user_emb.shape[0], item_emb.shape[0], user_emb.shape[1]
         u = user_emb.unsqueeze(1).expand(b, n, d).reshape(-1, d)
         i = item_emb.unsqueeze(0).expand(b, n, d).reshape(-1, d)

@@ -78,14 +78,21 @@ class TwoTowerData:
     Attributes:
         user_emb: ``(U, D)`` user embeddings (P3: train users only).
         item_emb: ``(I, D)`` item embeddings.
-        pairs: ``(P, 2)`` int64 ``(user, item)`` observed positive pairs: L_pred is computed on the batch's
-            pairs (P3 NCF). ``None``: every step samples ``batch_size`` users and ``batch_size`` items and
-            L_pred covers all ``B x B`` pairs (P3 MF).
+        pairs: ``(P, 2)`` int64 ``(user, item)`` training pairs; a batch is ``batch_size`` of them, its user
+            rows and item rows are the pairs' (so users come as often as they interact and items as often as
+            they are drawn: P3's batches are the base model's training batches, papers.md §3.3) and an epoch
+            is one pass over the pairs. ``None``: every step samples ``batch_size`` users and
+            ``batch_size`` items uniformly from the tables and an epoch is one pass over the users.
+        all_pairs: where L_pred is computed. ``False``: on the batch's matched pairs (P3 NCF: the observed
+            positives). ``True``: on every user x item pair of the batch, ``B x B`` (P3 MF, whose batches
+            hold positives and sampled negatives). ``None`` (default): ``True`` without ``pairs``, ``False``
+            with them.
     """
 
     user_emb: torch.Tensor
     item_emb: torch.Tensor
     pairs: torch.Tensor | None = None
+    all_pairs: bool | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -107,10 +114,15 @@ class TwoTowerData:
                 raise ValueError("pairs reference users or items beyond the embedding tables")
             if self.pairs.min() < 0:
                 raise ValueError("pairs must be non-negative ids")
+        if self.all_pairs is None:
+            self.all_pairs = self.pairs is None
+        elif not self.all_pairs and self.pairs is None:
+            raise ValueError("all_pairs=False (L_pred on matched pairs) needs pairs=(P, 2) (user, item) ids")
 
     @property
     def pairwise(self) -> bool:
-        return self.pairs is not None
+        """L_pred on the batch's matched pairs (``(B,)`` scores) rather than the ``B x B`` grid."""
+        return not self.all_pairs
 
     def __len__(self) -> int:
         return len(self.pairs) if self.pairs is not None else len(self.user_emb)
@@ -329,12 +341,35 @@ def _step_loss(
     scorer: Callable[..., torch.Tensor] | None,
     fused: bool,
     ws: kernels.Workspace,
+    ws_items: kernels.Workspace | None = None,
 ) -> _Step:
     two_tower = isinstance(batch, TwoTowerBatch)
     x = torch.cat([batch.user_emb, batch.item_emb]) if two_tower else batch
     n_rows = x.shape[0]
     xn, stats = sae._prepare(x)
-    fwd = _forward_fused(sae, xn, dead_idx, ws) if fused else _forward_reference(sae, xn, dead_idx)
+    side_colsums: list[tuple[torch.Tensor, int]] = []
+    if two_tower and isinstance(sae, P3SAE):
+        # P3 computes the KL term per side (users, items) and sums them (papers.md §3.3): one forward per
+        # side gives each side's activation sums (the fused kernel's buffers are per call: two workspaces).
+        bu = batch.user_emb.shape[0]
+        ws_items = ws_items if ws_items is not None else kernels.Workspace()
+        halves = [(xn[:bu], ws), (xn[bu:], ws_items)]
+        parts = [
+            _forward_fused(sae, h, dead_idx, w) if fused else _forward_reference(sae, h, dead_idx)
+            for h, w in halves
+        ]
+        side_colsums = [(f.colsum_M, h.shape[0]) for f, (h, _) in zip(parts, halves, strict=True)]
+        fwd = _Forward(
+            torch.cat([f.xhat_LND for f in parts], dim=1),
+            parts[0].colsum_M + parts[1].colsum_M,
+            None,
+            parts[0].fired_M | parts[1].fired_M,
+            sum(f.n_active if f.n_active is not None else torch.count_nonzero(f.acts_NM) for f in parts),
+            None,
+            None,
+        )
+    else:
+        fwd = _forward_fused(sae, xn, dead_idx, ws) if fused else _forward_reference(sae, xn, dead_idx)
     full = fwd.xhat_LND[-1]
     cfg: Any = sae.cfg
     terms: dict[str, torch.Tensor] = {}
@@ -385,9 +420,11 @@ def _step_loss(
         loss = loss + cfg.l1_coeff * l1
         terms["l1"] = l1
     if cfg.kl_coeff > 0:
-        rho_hat = (fwd.colsum_M / n_rows).clamp(1e-6, 1 - 1e-6)
         rho = cfg.rho
-        kl = (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+        kl = sum(
+            (rho * torch.log(rho / rh) + (1 - rho) * torch.log((1 - rho) / (1 - rh))).sum()
+            for rh in ((c / n).clamp(1e-6, 1 - 1e-6) for c, n in (side_colsums or [(fwd.colsum_M, n_rows)]))
+        )
         loss = loss + cfg.kl_coeff * kl
         terms["kl"] = kl
     if cfg.beta > 0 and two_tower and scorer is not None:
@@ -574,7 +611,10 @@ def train_sae(
         _check_finite(data.user_emb, "user_emb")
         _check_finite(data.item_emb, "item_emb")
         data = TwoTowerData(
-            data.user_emb.to(dev, torch.float32), data.item_emb.to(dev, torch.float32), data.pairs
+            data.user_emb.to(dev, torch.float32),
+            data.item_emb.to(dev, torch.float32),
+            data.pairs,
+            data.all_pairs,
         )
         source = _TwoTowerSource(data, tc.sampling, gen)
     elif isinstance(data, RowSampler):
@@ -629,7 +669,7 @@ def train_sae(
 
     params = [p for p in sae.parameters() if p.requires_grad]
     opt = _make_optimizer(params, tc)
-    ws = kernels.Workspace()
+    ws, ws_items = kernels.Workspace(), kernels.Workspace()
     since_fired = torch.zeros(sae.n_latents, dtype=torch.int64, device=dev)
     threshold_started = isinstance(sae, BatchTopKSAE) and float(sae.threshold) > 0
     history: list[dict[str, float]] = []
@@ -657,7 +697,7 @@ def train_sae(
             batch = source.next(b)
             aux_on = uses_aux and epoch >= tc.aux_start_epoch
             dead_idx = torch.nonzero(since_fired >= dead_after).squeeze(1) if aux_on else None
-            out = _step_loss(sae, batch, dead_idx, scorer, tc.fused, ws)
+            out = _step_loss(sae, batch, dead_idx, scorer, tc.fused, ws, ws_items)
             loss_value = out.loss.detach().item()
             if not math.isfinite(loss_value):
                 raise SAEDivergenceError(
@@ -712,6 +752,7 @@ def train_sae(
     bar.close()
     seconds = time.perf_counter() - t0
     ws.clear()
+    ws_items.clear()
     if epochs.best_state is not None:
         sae.load_state_dict(epochs.best_state)
         since_fired = epochs.best_since_fired
