@@ -396,3 +396,156 @@ def test_train_p2_sae_goes_through_the_sae_cache(planted_p2, tmp_path):
     assert again.train_config.selection == tc.selection
     assert torch.equal(again.sae.W_dec, first.sae.W_dec)
     assert again.meta["base_dev_ndcg@5"] == first.meta["base_dev_ndcg@5"]
+
+
+# ------------------------------------------------------------------------------ chapter helpers (#10)
+def _tiny_dataset(with_time: bool = True) -> RecDataset:
+    """12 users x 10 items: users 0-9 rate items 0-7 (rating 5 on even items, 2 on odd ones); user 10
+    rates 3 items (below the 5-core); item 9 is rated by 2 users only (below the 5-core) -> user 11, who
+    rates items 0-3 and 9, falls under the core once item 9 goes (iterative)."""
+    rows = [(u, i, 5.0 if i % 2 == 0 else 2.0) for u in range(10) for i in range(8)]
+    rows += [(10, i, 5.0) for i in range(3)] + [(11, i, 5.0) for i in (0, 1, 2, 3, 9)] + [(0, 9, 5.0)]
+    df = pd.DataFrame(rows, columns=["user", "item", "rating"])
+    df["rating"] = df["rating"].astype("float32")
+    if with_time:
+        df["timestamp"] = (np.arange(len(df)) * 86400 * 3).astype("int64")
+    items = pd.DataFrame({"item_id": np.arange(10) + 100, "title": [f"t{i}" for i in range(10)]})
+    items["year"] = pd.array([1990 + i for i in range(10)], dtype="Int64")
+    items.index.name = "item"
+    labels = np.eye(10, 2, dtype=bool)
+    users = pd.DataFrame({"user_id": np.arange(12) + 1})
+    users.index.name = "user"
+    return RecDataset("tiny", df, items, labels, ["a", "b"], users)
+
+
+def test_p2_dataset_iterative_core_then_positives_reindexed():
+    ds = _tiny_dataset()
+    out = p2.p2_dataset(ds, core=5, min_rating=4.0)
+    f = out.meta["p2_filter"]
+    assert f["rows_after_core"] == 80  # users 10 and 11, item 9 gone (user 11 only after item 9 went)
+    assert f["rows_after_rating"] == 40 and (out.interactions["rating"] >= 4).all()
+    assert out.n_users == 10 and out.n_items == 4  # the even items
+    assert list(out.items["item_id"]) == [100, 102, 104, 106]
+    assert sorted(out.interactions["item"].unique()) == [0, 1, 2, 3]
+    assert out.item_labels.shape == (4, 2) and out.item_labels[0, 0] and not out.item_labels[1].any()
+    assert list(out.users["user_id"]) == list(range(1, 11))
+    keep_all = p2.p2_dataset(ds, core=5, min_rating=None)
+    assert keep_all.meta["p2_filter"]["rows_after_rating"] == 80 and keep_all.n_items == 8
+
+
+def test_p2_split_temporal_with_time_else_leave_one_out_and_concept_split():
+    ds = _tiny_dataset()
+    sp = p2.p2_split(ds)
+    assert sp.name == "p2-temporal" and (sp.train["rating"] >= 4).all()
+    assert p2.p2_split(_tiny_dataset(with_time=False)).name == "loo-random"
+    cs = p2.p2_concept_split(sp)
+    if not sp.test["user"].is_unique:
+        assert cs.test["user"].is_unique and set(cs.test["user"]) == set(sp.train["user"])
+        assert len(cs.valid) == 0 and cs.history_for("test").equals(sp.train)
+    loo = leave_one_out(ds)
+    assert p2.p2_concept_split(loo) is loo
+
+
+def test_concept_split_gives_every_training_user_once_on_a_multi_row_test_part():
+    ds = _tiny_dataset()
+    sp = p2.p2_split(ds)
+    from recsae_core.data.dataset import Split as SplitT
+
+    multi = SplitT("x", sp.dataset, sp.train, sp.valid, pd.concat([sp.train.head(3)] * 2), seed=0)
+    cs = p2.p2_concept_split(multi)
+    assert cs.test["user"].is_unique and set(cs.test["user"]) == set(sp.train["user"])
+
+
+def test_train_config_batch_counts_samples_times_rows_per_sample():
+    assert p2.p2_train_config().batch_size == 16
+    assert p2.p2_train_config(batch_size=16, rows_per_sample=18.3).batch_size == 293
+    with pytest.raises(ValueError, match="rows_per_sample"):
+        p2.p2_train_config(rows_per_sample=0)
+
+
+def test_train_activations_interaction_weighting_repeats_each_users_rows(planted_p2):
+    model, split, acts, _ = planted_p2
+    rep = p2.p2_train_activations(model, "planted.user", split, weighting="interactions", progress=False)
+    counts = np.bincount(split.train["user"].to_numpy(), minlength=split.dataset.n_users)
+    assert len(rep) == int(counts[acts.users.numpy()].sum())
+    u = int(acts.users[0])
+    assert int((rep.users == u).sum()) == int(counts[u])
+    assert torch.equal(rep.acts[rep.users == u][0], acts.acts[0])
+    assert p2.p2_rows_per_sample(rep) == pytest.approx(1.0) and rep.meta["p2_weighting"] == "interactions"
+    with pytest.raises(ValueError, match="weighting"):
+        p2.p2_train_activations(model, "planted.user", split, weighting="items")
+
+
+def test_untrained_decoder_is_independent_of_the_encoder_unless_tied():
+    cfg = p2.p2_sae_config(16, 4, scale=4)
+    ind, tied = p2.untrained_sae(cfg, 0), p2.untrained_sae(cfg, 0, decoder="tied")
+    assert torch.allclose(tied.W_dec, tied.W_enc / tied.W_enc.norm(dim=1, keepdim=True), atol=1e-6)
+    assert torch.allclose(ind.W_enc, tied.W_enc)  # same encoder draw
+    cos = torch.nn.functional.cosine_similarity(ind.W_dec, ind.W_enc, dim=1)
+    assert cos.abs().mean() < 0.5 and torch.allclose(ind.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
+    assert torch.equal(p2.untrained_sae(cfg, 0).W_dec, ind.W_dec)  # seeded
+
+
+def test_tied_untrained_sae_keeps_much_of_the_ranking_independent_collapses(planted_p2):
+    model, split, _, res = planted_p2
+    cb = p2.dev_callback(model, "planted.user", split)
+    base = res.meta["base_dev_ndcg@5"]
+    ind = cb(0, p2.untrained_sae(res.sae))[p2.DEV_METRIC]
+    tied = cb(0, p2.untrained_sae(res.sae, decoder="tied"))[p2.DEV_METRIC]
+    assert ind < 0.5 * base and tied > ind
+
+
+def test_paper_vs_recsae_reads_our_numbers_from_the_reconstruction_table():
+    recon = pd.DataFrame(
+        [
+            {
+                "model": "sasrec",
+                "k": pd.NA,
+                "variant": "base",
+                "HR@5": 0.2,
+                "NDCG@5": 0.1,
+                "HR@10": 0.3,
+                "NDCG@10": 0.2,
+            },
+            {
+                "model": "sasrec",
+                "k": 8,
+                "variant": "SAE",
+                "HR@5": 0.2,
+                "NDCG@5": 0.1,
+                "HR@10": 0.3,
+                "NDCG@10": 0.19,
+            },
+            {
+                "model": "sasrec",
+                "k": 8,
+                "variant": "untrained SAE",
+                "HR@5": 0.01,
+                "NDCG@5": 0.004,
+                "HR@10": 0.02,
+                "NDCG@10": 0.01,
+            },
+            {
+                "model": "sasrec",
+                "k": 4,
+                "variant": "untrained SAE",
+                "HR@5": 0.5,
+                "NDCG@5": 0.5,
+                "HR@10": 0.5,
+                "NDCG@10": 0.5,
+            },
+        ]
+    )
+    recon["k"] = recon["k"].astype("Int64")
+    t = p2.paper_vs_recsae(recon, "ml-1m-prefix", "p2-temporal", k=8).set_index("quantity")["recsae"]
+    assert t["SASRec base, ML_1MTOPK test: NDCG@10"] == 0.2
+    assert t["SASRec + untrained SAE, ML_1MTOPK test: HR@5"] == 0.01
+    assert t["sasrec: NDCG@10 change with the SAE spliced in"] == pytest.approx(-0.05)
+
+
+def test_confidence_summary_counts_and_interval():
+    sc = pd.DataFrame({"confidence": [1.0, 0.9, 0.8, 0.7, 0.5]})
+    s = p2.confidence_summary(sc, n_boot=200)
+    assert (s["latents"], s["= 1.0"], s["≥ 0.9"], s["≥ 0.8"]) == (5, 1, 2, 3)
+    assert s["share ≥ 0.8"] == pytest.approx(0.6) and s["share lo"] <= 0.6 <= s["share hi"]
+    assert s["share lo"] < s["share hi"]

@@ -409,14 +409,30 @@ def train_p2_sae(
     )
 
 
-def untrained_sae(sae_config: TopKConfig | SparseAutoencoder, seed: int = 0) -> SparseAutoencoder:
-    """P2's "Init" baseline (``--sae_baseline``, papers.md §2.2, §2.10): the same architecture at its
-    random initialisation, never trained (eval mode). Spliced in, accuracy collapses (P2 ML-1M: HR@5
-    0.0028)."""
+def untrained_sae(
+    sae_config: TopKConfig | SparseAutoencoder, seed: int = 0, *, decoder: str = "independent"
+) -> SparseAutoencoder:
+    """P2's "Init" baseline (``--sae_baseline``, papers.md §2.2, §2.10): the architecture never trained
+    (eval mode). Spliced in, accuracy collapses (P2 ML-1M: HR@5 0.0028).
+
+    ``decoder``: ``"independent"`` (default, P2): P2's baseline re-creates the encoder and leaves the decoder
+    and ``b_dec`` as fresh ``torch.empty`` tensors (``sae.reset_module_weight``), i.e. unrelated to the
+    encoder; a defined reading of that is a decoder drawn independently of the encoder (same distribution,
+    unit-norm atoms) and ``b_dec`` = 0. ``"tied"``: the trainer's initialisation (decoder = encoder copy),
+    whose reconstruction is a projection onto the k best-aligned atoms and keeps much of the input's
+    direction — and so of the ranking."""
+    if decoder not in ("independent", "tied"):
+        raise ValueError(f"decoder must be 'independent' or 'tied', got {decoder!r}")
     cfg = sae_config.cfg if isinstance(sae_config, SparseAutoencoder) else sae_config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return from_config(cfg).eval()
+        sae = from_config(cfg).eval()
+        if decoder == "independent":
+            other = from_config(cfg)  # a second draw: its encoder becomes our decoder
+            with torch.no_grad():
+                w = other.W_enc.detach().clone()
+                sae.W_dec.copy_(w / w.norm(dim=1, keepdim=True).clamp_min(1e-12))
+    return sae
 
 
 def reconstruction_table(
