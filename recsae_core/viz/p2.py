@@ -47,6 +47,10 @@ def plot_p2_training_curves(
         base = (base_dev or {}).get(label, res.meta.get(f"base_{metric}"))
         if base is not None:
             ax_v.axhline(float(base), color=colour, ls=":", lw=1.2)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_l, ax_d, ax_v):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_l.set_yscale("log")
     ax_l.set(xlabel="epoch", ylabel="training loss (FVU + AuxK / 32)", title="training loss")
     ax_d.set(xlabel="epoch", ylabel="latents never active in the epoch", title="dead latents")
