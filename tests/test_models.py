@@ -41,8 +41,9 @@ def test_sasrec_sites_shapes_and_exact_round_trip():
     batch = UserBatch(torch.arange(5), random_seqs(5, 12))
     scores = model.score(batch)
     assert scores.shape == (5, N_ITEMS) and torch.isfinite(scores).all()
-    assert set(model.sites) == {"sasrec.block0", "sasrec.block1", "sasrec.last"}
+    assert set(model.sites) == {"sasrec.block0", "sasrec.block1", "sasrec.final", "sasrec.last"}
     assert model.representation("sasrec.block0", batch).shape == (5, 12, 16)
+    assert model.representation("sasrec.final", batch).shape == (5, 12, 16)
     assert model.representation("sasrec.last", batch).shape == (5, 16)
     for site in model.sites:
         rep = model.representation(site, batch)
