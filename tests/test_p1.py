@@ -357,7 +357,7 @@ def test_steering_plots_and_slider(world_split):
     curves = pd.DataFrame(rows)
     fig = vsae.plot_steering_curves(curves)
     assert len(fig.axes) == 3  # share/NDCG pair (twin) + share vs drop
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend above the panels
     assert any("exact base model" in t for t in legend) and any("with SAE" in t for t in legend)
     lists = pd.DataFrame(
         {

@@ -10,7 +10,7 @@ __all__ = ["plot_activation_split", "plot_features_vs_neurons", "plot_sweep"]
 _SWEEP_METRICS = {
     "mean_max_corr": "mean max correlation",
     "explained_variance": "explained variance",
-    "l0": "L0 (active features per row)",
+    "l0": "L0 (active per row)",
     "dead_fraction": "dead features (share)",
 }
 _SWEEP_X = {"l1": ("l1_coeff", "L1 coefficient"), "dict_size": ("n_latents", "dictionary size")}
@@ -25,7 +25,7 @@ def plot_sweep(sweep: Any, metrics: tuple[str, ...] = tuple(_SWEEP_METRICS)) -> 
     if not sweeps:
         raise ValueError(f"no sweep rows; expected 'sweep' in {list(_SWEEP_X)}")
     fig, axes = plt.subplots(
-        len(sweeps), len(metrics), figsize=(3.1 * len(metrics), 2.8 * len(sweeps)), squeeze=False
+        len(sweeps), len(metrics), figsize=(3.3 * len(metrics), 3.0 * len(sweeps)), squeeze=False
     )
     for r, s in enumerate(sweeps):
         xcol, xlabel = _SWEEP_X[s]
@@ -43,7 +43,8 @@ def plot_sweep(sweep: Any, metrics: tuple[str, ...] = tuple(_SWEEP_METRICS)) -> 
             ax.set_xscale("log", base=2 if s == "dict_size" else 10)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(_SWEEP_METRICS.get(m, m))
-            ax.set_title(f"{_SWEEP_METRICS.get(m, m)} ({fixed_text})", fontsize="small")
+            ax.set_title(f"{'L1' if s == 'l1' else 'size'} sweep, {fixed_text}", fontsize="small")
+    fig.tight_layout()
     return fig
 
 

@@ -86,7 +86,7 @@ def plot_steering_curves(curves: Any, *, labels: Sequence[str] | None = None, k:
     One row per steered label: left, the label's share of the top-``k`` (left axis) and NDCG@k (right
     axis) against α; right, share against the NDCG drop from α = 0 (α's scale depends on the SAE's
     normalisation; this panel does not). Dashed: P1's meaning of α = 0 (SAE spliced in), solid: ours
-    (exact base model); the legend says which.
+    (exact base model); one legend above the panels says which.
     """
     import matplotlib.pyplot as plt
 
@@ -109,7 +109,7 @@ def plot_steering_curves(curves: Any, *, labels: Sequence[str] | None = None, k:
                 ax_t.plot(
                     g["alpha"], g[ndcg], ls=ls, color="C3", marker="s", ms=3, label=f"NDCG@{k} — {text}"
                 )
-                ax_d.plot(100 * g["ndcg_drop"], g["share"], ls=ls, color="C2", marker="o", ms=3, label=text)
+                ax_d.plot(100 * g["ndcg_drop"], g["share"], ls=ls, color="C2", marker="o", ms=3)
                 for a, x, y in zip(g["alpha"], 100 * g["ndcg_drop"], g["share"], strict=True):
                     if a in (g["alpha"].min(), 0.0, g["alpha"].max()):
                         ax_d.annotate(
@@ -127,8 +127,11 @@ def plot_steering_curves(curves: Any, *, labels: Sequence[str] | None = None, k:
         if r == 0:
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = ax_t.get_legend_handles_labels()
-            ax.legend(h1 + h2, l1 + l2, fontsize="x-small", loc="upper left")
-            ax_d.legend(fontsize="x-small", loc="upper left")
+            handles, names = h1 + h2, l1 + l2
+    # one legend above the panels, so no curve is hidden behind it
+    top = 1 - 0.55 / fig.get_figheight()
+    fig.legend(handles, names, loc="upper center", ncol=2, fontsize="small", bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, top - 0.35 / fig.get_figheight()))
     return fig
 
 
