@@ -38,6 +38,7 @@ __all__ = [
     "ALPHAS",
     "DROP_LABELS",
     "MEANINGS",
+    "MODEL_DIFFERENCES",
     "P1_ML1M_DEV",
     "P1_ML20M",
     "P1_MODEL_CONFIG",
@@ -1018,6 +1019,15 @@ P1_SETUPS: dict[str, str] = {
     "max_len 128); SAE 512, L1 0.1, raw inputs, unsquared loss, 5k steps × 1024",
     "P1 ML-20M (paper)": "ML-20M, P1 split (13,850 test users); BERT4Rec 3 layers (masked LM); SAE 4128, "
     "lr 1e-4, normalised inputs, 100k steps × 256",
+}
+
+
+#: How each recsae base model differs from P1's (papers.md §1.3, §1.10), for the "what differs" row.
+MODEL_DIFFERENCES: dict[str, str] = {
+    "sasrec": "SASRec+ with P1's GPT4Rec sizes (64/2/2, max_len 128, FFN 4·d, dropout 0.1); ReLU instead of "
+    "GELU, item embedding scaled by √d",
+    "bert4rec": "BERT4Rec 64/2/2, max_len 64, mask 0.2 (P1's ML-20M numbers come from a 3-layer BERT4Rec "
+    "loaded from file, and a 4128-feature SAE)",
 }
 
 

@@ -28,6 +28,7 @@ MODEL_LABELS = {
     "mf": "MF (P3)",
     "ncf": "NCF (P3)",
     "sasrec": "SASRec+",
+    "bert4rec": "BERT4Rec",
 }
 
 
