@@ -705,7 +705,7 @@ class P1Run:
     def times_frame(self) -> pd.DataFrame:
         """The steps' seconds, largest first, with their share of the total."""
         t = pd.Series(self.times, name="seconds").sort_values(ascending=False)
-        return pd.DataFrame({"seconds": t.round(1), "share": (t / t.sum()).round(3)}).rename_axis("step")
+        return pd.DataFrame({"seconds": t, "share": t / t.sum()}).rename_axis("step")
 
 
 @contextmanager
@@ -957,7 +957,7 @@ def steering_tradeoff(
     rows = []
     for (lab, meaning), g in curves.groupby(["label", "meaning"], sort=False):
         s0 = float(g.loc[g["alpha"] == 0.0, "share"].iloc[0]) if (g["alpha"] == 0.0).any() else float("nan")
-        ok = g[(g["alpha"] > 0) & (g["ndcg_drop"] <= drop_t)]
+        ok = g[(g["alpha"] > 0) & (g["ndcg_drop"] <= drop_t) & g["share_ratio"].notna()]
         base = {"label": lab, "meaning": meaning, "feature": int(g["feature"].iloc[0]), "share_0": s0}
         if ok.empty:
             rows.append(

@@ -3,6 +3,7 @@ genre presence (Fig. 5). Inputs are :mod:`recsae_core.papers.p1`'s frames; these
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 __all__ = ["plot_activation_split", "plot_features_vs_neurons", "plot_sweep"]
@@ -44,7 +45,9 @@ def plot_sweep(sweep: Any, metrics: tuple[str, ...] = tuple(_SWEEP_METRICS)) -> 
             ax.set_xlabel(xlabel)
             ax.set_ylabel(_SWEEP_METRICS.get(m, m))
             ax.set_title(f"{'L1' if s == 'l1' else 'size'} sweep, {fixed_text}", fontsize="small")
-    fig.tight_layout()
+    with warnings.catch_warnings():  # the reference line's legend: tight_layout's harmless warning
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     return fig
 
 

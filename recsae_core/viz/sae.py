@@ -6,6 +6,7 @@ Inputs are the DataFrames / matrices of the analysis modules (:mod:`recsae_core.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,7 +132,9 @@ def plot_steering_curves(curves: Any, *, labels: Sequence[str] | None = None, k:
     # one legend above the panels, so no curve is hidden behind it
     top = 1 - 0.55 / fig.get_figheight()
     fig.legend(handles, names, loc="upper center", ncol=2, fontsize="small", bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, top - 0.35 / fig.get_figheight()))
+    with warnings.catch_warnings():  # twin axes: matplotlib warns that tight_layout may not fit them
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout(rect=(0, 0, 1, top - 0.35 / fig.get_figheight()))
     return fig
 
 
