@@ -32,7 +32,9 @@ item (§3.6). Every function that ranks takes ``mask_seen``; ``None`` picks P3's
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -42,7 +44,7 @@ import scipy.sparse as sp
 import torch
 
 from recsae_core import metrics
-from recsae_core.data.dataset import Split
+from recsae_core.data.dataset import RecDataset, Split
 from recsae_core.evaluate import rank_metrics
 from recsae_core.models.base import UserBatch
 from recsae_core.sae.base import SparseAutoencoder
@@ -53,34 +55,49 @@ from recsae_core.steer import Steer, steered_scores_fn
 
 __all__ = [
     "BOOST_VALUES",
+    "INTERVENTIONS",
     "P3_BATCH_SIZE",
+    "P3_FIG4",
+    "P3_MATRYOSHKA",
     "P3_SAE_RECIPES",
+    "P3_SIZES",
     "PROMOTE_VALUES",
     "SUPPRESS_VALUES",
     "FidelityResult",
+    "P3Setup",
     "P3Users",
     "PopularityNeuron",
     "TwoTowerActs",
     "age_group_users",
     "beta_ablation",
+    "capped_epochs",
     "decade_profiles",
     "default_mask_seen",
     "demographic_neurons",
     "fidelity",
+    "find_item",
     "genre_profiles",
+    "intervention_plan",
+    "interventions",
     "item_decades",
+    "item_table",
     "item_user_counts",
     "label_heavy_users",
     "match_neuron",
     "monosemanticity",
+    "p3_labels",
     "p3_sae_config",
+    "p3_setup",
+    "p3_sizes",
     "p3_train_config",
     "p3_training_data",
     "p3_users",
+    "paper_vs_recsae",
     "popularity_neuron",
     "prefix_summaries",
     "promote_item",
     "purity_table",
+    "sae_summary",
     "steer_users",
     "top_items_table",
     "train_p3_sae",
@@ -974,3 +991,352 @@ def beta_ablation(
             }
         )
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------- the chapter
+P3_SIZES: dict[str, tuple[int, int]] = {"lastfm-2k": (100, 70)}
+"""(embedding size d, SAE latents m) per dataset (papers.md §3.4: Last.FM 100 / 70); others (20, 22) as ML-1M."""
+
+P3_MATRYOSHKA: dict[str, float] = {
+    "alpha": 8.0,
+    "l1_coeff": 0.3,
+    "kl_coeff": 0.003,
+    "inner_weight": 5.0,
+    "rho": 0.1,
+}
+"""P3's Last.FM Matryoshka loss weights (papers.md §3.4: mse 8, L1 0.3, KL 0.003, inner 5, ρ 0.1)."""
+
+P3_FIG4: pd.DataFrame = pd.DataFrame(
+    {
+        "model": ["P3 MF (paper)"] * 5 + ["P3 NCF (paper)"] * 2,
+        "beta": [0.0, 1.0, 2.0, 5.0, 10.0, 0.0, 10.0],
+        "rbo": [0.224, 0.403, 0.436, 0.486, 0.543, 0.448, 0.748],
+        "kendall_tau": [-0.19, 0.092, 0.141, 0.226, 0.315, 0.09, 0.597],
+        "ms": [float("nan")] * 7,
+    }
+)
+"""P3's own Fig. 4 values on ML-1M, hard-coded in the authors' NCF visualisation notebook (MF at β = 0, 1,
+2, 5, 10; NCF at β = 0 and its final β). MS is not listed there."""
+
+INTERVENTIONS: dict[str, dict[str, str]] = {
+    # P3 §3.7 on ML-1M MF; Last.fm: P3's Bob Dylan promotion case, suppression of a tag (no ages: no boosting)
+    "movielens": {
+        "item": "Alice in Wonderland",
+        "promote": "Romance",
+        "boost": "Children's",
+        "suppress": "Horror",
+    },
+    "lastfm": {"item": "Bob Dylan", "promote": "folk", "suppress": "metal"},
+}
+"""Which item, labels and audiences the interventions use per dataset family (P3 §3.7)."""
+
+
+def p3_sizes(dataset_name: str) -> tuple[int, int]:
+    """``(d, n_latents)`` P3 uses for a dataset (:data:`P3_SIZES`; default ML-1M's 20 and 22)."""
+    return P3_SIZES.get(dataset_name, (20, 22))
+
+
+def p3_labels(ds: RecDataset, min_items: int = 10) -> tuple[np.ndarray, list[str]]:
+    """The dataset's item labels for P3's tables: genres (MovieLens) or tags (Last.fm), without the
+    ``unknown`` genre and labels held by fewer than ``min_items`` items (purity@10 cannot reach 1)."""
+    lab = np.asarray(ds.item_labels).astype(bool)
+    keep = [
+        j
+        for j, n in enumerate(ds.label_names)
+        if n.lower() != "unknown" and int(lab[:, j].sum()) >= min_items
+    ]
+    if not keep:
+        raise ValueError(f"{ds.name}: no label has {min_items} items")
+    return lab[:, keep], [ds.label_names[j] for j in keep]
+
+
+@dataclass
+class P3Setup:
+    """A P3 page's data and base models (papers.md §3.4-3.5).
+
+    Attributes:
+        dataset, split: the dataset and P3's hold-out split (:func:`recsae_core.data.splits.p3_holdout`).
+        fits: model name (``mf``, ``ncf``) -> :class:`recsae_core.train.TrainResult` (artifact cache).
+        users: the SAE's train users and the held-out test users (:func:`p3_users`).
+        labels, label_names: :func:`p3_labels`.
+        times: seconds per step (the page prints where the time goes).
+    """
+
+    dataset: RecDataset
+    split: Split
+    fits: dict[str, object]
+    users: P3Users
+    labels: np.ndarray
+    label_names: list[str]
+    times: dict[str, float]
+
+    @property
+    def models(self) -> dict[str, torch.nn.Module]:
+        """Model name -> the frozen base model."""
+        return {name: fit.model.eval() for name, fit in self.fits.items()}  # type: ignore[attr-defined]
+
+    def timed(self, name: str) -> object:
+        """Context manager adding the block's seconds to :attr:`times` under ``name``."""
+        return _timer(self.times, name)
+
+    def times_frame(self) -> pd.DataFrame:
+        """The steps' seconds, largest first, with their share of the total."""
+        t = pd.Series(self.times, name="seconds").sort_values(ascending=False)
+        return pd.DataFrame({"seconds": t.round(1), "share": (t / t.sum()).round(3)}).rename_axis("step")
+
+
+@contextmanager
+def _timer(times: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+
+
+def p3_setup(
+    dataset: str | RecDataset,
+    models: Sequence[str] = ("mf", "ncf"),
+    configs: Mapping[str, Mapping[str, object]] | None = None,
+    *,
+    test_frac: float = 0.2,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> P3Setup:
+    """Load ``dataset``, split it with P3's hold-out (:func:`~recsae_core.data.splits.p3_holdout`, binarised,
+    5 test positives per user) and train or reload (``cache.cached_fit``, as the base-models chapter) each
+    model with P3's embedding size (:func:`p3_sizes`) under ``configs[name]``; hold out ``test_frac`` of the
+    users from SAE training (:func:`p3_users`)."""
+    from recsae_core.cache import cached_fit
+    from recsae_core.data.loaders import load_dataset
+    from recsae_core.data.splits import p3_holdout
+
+    configs = dict(configs or {})
+    unknown = set(configs) - set(models)
+    if unknown:
+        raise ValueError(f"configs given for models that are not trained here: {sorted(unknown)}")
+    for name in models:
+        _kind(name)
+    times: dict[str, float] = {}
+    with _timer(times, "data + P3 split"):
+        ds = dataset if isinstance(dataset, RecDataset) else load_dataset(dataset, progress=progress)
+        split = p3_holdout(ds)
+        labels, names = p3_labels(ds)
+    d, _ = p3_sizes(ds.name)
+    fits: dict[str, object] = {}
+    for name in models:
+        with _timer(times, f"{name} (cached_fit)"):
+            cfg = {"d": d, **configs.get(name, {})}
+            fits[name] = cached_fit(name, split, cfg, device=device, seed=seed, progress=progress)
+    users = p3_users(ds.n_users, test_frac, seed=seed)
+    return P3Setup(ds, split, fits, users, labels, names, times)
+
+
+def item_table(model: torch.nn.Module) -> torch.Tensor:
+    """``(I, d)`` the model's item embedding table (site ``<m>.item``)."""
+    prefix = _prefix(model)
+    with torch.no_grad():
+        return model.representation(f"{prefix}.item", UserBatch(torch.zeros(1, dtype=torch.int64))).float()
+
+
+def find_item(items: pd.DataFrame, title: str) -> int:
+    """Id of the first item whose title starts with ``title`` (case-insensitive); clear error otherwise."""
+    hit = np.flatnonzero(items["title"].astype(str).str.lower().str.startswith(title.lower()).to_numpy())
+    if len(hit) == 0:
+        raise ValueError(f"no item titled {title!r}…")
+    return int(hit[0])
+
+
+def intervention_plan(ds: RecDataset, label_names: Sequence[str]) -> dict[str, str]:
+    """:data:`INTERVENTIONS` for the dataset's family, keeping only the steps its labels and metadata allow
+    (boosting needs ages; every step needs its label; promotion its item)."""
+    plan = dict(INTERVENTIONS["lastfm" if ds.name.startswith("lastfm") else "movielens"])
+    if "boost" in plan and "age" not in ds.users.columns:
+        plan.pop("boost")
+    for step in ("promote", "boost", "suppress"):
+        if step in plan and plan[step] not in label_names:
+            plan.pop(step)
+    if "promote" in plan:
+        try:
+            find_item(ds.items, plan["item"])
+        except ValueError:
+            plan.pop("promote")
+    return plan
+
+
+def interventions(
+    setup: P3Setup,
+    model_name: str,
+    sae: SparseAutoencoder,
+    neurons: Mapping[str, int],
+    *,
+    n_heavy: int = 20,
+) -> dict[str, pd.DataFrame]:
+    """P3 §3.7's three interventions on ``model_name`` with P3's audiences and measures, each with the
+    NDCG@10 of the edited users on the test targets beside it. ``neurons`` maps a label to its neuron
+    (Table 1's, matched by content). Returns ``{"promote"|"boost"|"suppress": frame}`` for the steps
+    :func:`intervention_plan` allows; each frame's ``attrs`` holds ``label``, ``neuron``, ``n_users``."""
+    ds, split = setup.dataset, setup.split
+    model = setup.models[model_name]
+    plan = intervention_plan(ds, setup.label_names)
+    hist = split.history_for("test")
+    test = setup.users.test
+    col = {n: setup.labels[:, setup.label_names.index(n)] for n in setup.label_names}
+    out: dict[str, pd.DataFrame] = {}
+    common = {"history": hist, "targets": split.test}
+    if "promote" in plan:
+        label, item = plan["promote"], find_item(ds.items, plan["item"])
+        users = label_heavy_users(hist, col[label], n_heavy, users=test)
+        df = promote_item(model, sae, item, neurons[label], users, **common)
+        df.attrs.update(
+            label=label, neuron=neurons[label], n_users=len(users), item=ds.items["title"].iloc[item]
+        )
+        out["promote"] = df
+    if "boost" in plan:
+        label = plan["boost"]
+        users = age_group_users(ds.users, users=test)
+        if len(users):
+            df = steer_users(model, sae, neurons[label], users, col[label], BOOST_VALUES, **common)
+            df.attrs.update(label=label, neuron=neurons[label], n_users=len(users))
+            out["boost"] = df
+    if "suppress" in plan:
+        label = plan["suppress"]
+        users = label_heavy_users(hist, col[label], n_heavy, users=test)
+        df = steer_users(model, sae, neurons[label], users, col[label], SUPPRESS_VALUES, **common)
+        df.attrs.update(label=label, neuron=neurons[label], n_users=len(users))
+        out["suppress"] = df
+    return out
+
+
+def paper_vs_recsae(
+    dataset_name: str,
+    purity: Mapping[str, pd.DataFrame],
+    fid: Mapping[str, FidelityResult],
+    l0_items: Mapping[str, float],
+    pop: PopularityNeuron | None,
+    n_items: int,
+    steps: Mapping[str, pd.DataFrame],
+) -> pd.DataFrame:
+    """P3's reported numbers (papers.md §3.8-3.9, the issue's list) beside ours, with what differs.
+
+    ``purity``/``fid``/``l0_items`` per model (``mf``, ``ncf``), ``pop`` the MF popularity neuron, ``steps``
+    the MF interventions of :func:`interventions`. P3's numbers are ML-1M's; ours are measured on
+    ``dataset_name`` (comparable in protocol on ``ml-1m-notime`` only)."""
+    rows: list[dict[str, object]] = []
+    ml1m = dataset_name.startswith("ml-1m")
+    where = "" if ml1m else f" (ours on {dataset_name}, P3's on ML-1M)"
+
+    def add(quantity: str, paper: str, ours: str, differs: str) -> None:
+        rows.append({"quantity": quantity, "P3": paper, "recsae": ours, "what differs": differs + where})
+
+    for label in ("Comedy", "Horror"):
+        if "mf" in purity and label in purity["mf"].index:
+            r = purity["mf"].loc[label]
+            ours = " / ".join(f"{r[c]:.2f}" for c in purity["mf"].columns if str(c).startswith("purity@"))
+            add(
+                f"MF {label} purity@10/20/50",
+                "1.00 / 1.00 / 1.00",
+                ours,
+                "one neuron per label chosen at K = 10 by purity (P3: labelled by hand with GPT-4.5)",
+            )
+    if "ncf" in fid:
+        f = fid["ncf"]
+        add(
+            "NCF fidelity RBO (top-30, held-out users)",
+            "0.759 (ceiling 0.958)",
+            f"{f.rbo:.3f} (ceiling {f.ceiling:.3f})",
+            "base NCF: Adam lr 3e-3, 4 negatives, early stopping (P3: lr 0.05, 1 negative, 30 epochs)",
+        )
+        add("NCF Kendall τ-b", "0.609", f"{f.kendall_tau:.3f}", "same users and lists as the RBO")
+    if "mf" in fid:
+        f = fid["mf"]
+        add(
+            "MF fidelity RBO / τ (β = 1)",
+            "0.403 / 0.092 (Fig. 4 notebook)",
+            f"{f.rbo:.3f} / {f.kendall_tau:.3f}",
+            "P3's MF SAE trains on per-batch min–max-scaled embeddings but is evaluated on raw ones; "
+            "P3's MF top lists hold 29 items",
+        )
+    if "mf" in l0_items:
+        add(
+            "MF latents active per item",
+            "5.38 of 22",
+            f"{l0_items['mf']:.2f}",
+            "cause not found (suspects: per-batch min–max scaling, the base MF's optimiser)",
+        )
+    if pop is not None:
+        add(
+            "MF popularity neuron, mean rank of top-500 items",
+            "595 of 3,706",
+            f"{pop.mean_rank:.0f} of {n_items:,} (others {pop.others_mean_rank:.0f})",
+            "popularity = distinct users in the training rows",
+        )
+    paper_dir = {
+        "promote": "0 % → rises with the value",
+        "boost": "Children's share rises",
+        "suppress": "Horror share falls",
+    }
+    for step, df in steps.items():
+        ed = df[df["setting"] != "original"]
+        first, last = float(ed["share"].iloc[0]), float(ed["share"].iloc[-1])
+        orig = float(df["share"].iloc[0])
+        nd0, nd1 = float(df["ndcg@10"].iloc[0]), float(ed["ndcg@10"].iloc[-1])
+        lab = df.attrs.get("label", "")
+        add(
+            f"MF {step} ({lab}, neuron {df.attrs.get('neuron')})",
+            paper_dir[step],
+            f"original {orig:.0%}; {ed['setting'].iloc[0]}: {first:.0%} → {ed['setting'].iloc[-1]}: {last:.0%}; "
+            f"NDCG@10 {nd0:.3f} → {nd1:.3f}",
+            f"{df.attrs.get('n_users')} users; neuron matched by Table 1, not P3's index",
+        )
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def sae_summary(
+    model: torch.nn.Module, run: SAETrainResult, acts: TwoTowerActs, fid: FidelityResult
+) -> dict[str, object]:
+    """One row of the page's SAE table (P3 §3.6, §3.9): steps and seconds of the training run (stored with a cached SAE),
+    latents active per item and per user (P3 dev: 5.38 of 22 per item for ML-1M MF), latents that never
+    fire on any item or user, explained variance of the user and item tables, and the fidelity."""
+    prefix = _prefix(model)
+    sae = run.sae.eval()
+    items = item_table(model)
+    users = model.representation(f"{prefix}.user", UserBatch(acts.users)).float()
+    fired = (acts.item_acts > 0).any(0) | (acts.user_acts > 0).any(0)
+    return {
+        "latents": int(acts.item_acts.shape[1]),
+        "SAE steps": int(run.steps),
+        "SAE seconds": round(float(run.seconds), 1),
+        "active / item": float(metrics.l0(acts.item_acts).double().mean()),
+        "active / user": float(metrics.l0(acts.user_acts).double().mean()),
+        "never fire": int((~fired).sum()),
+        "EV users": metrics.explained_variance(users, sae(users).x_hat),
+        "EV items": metrics.explained_variance(items, sae(items).x_hat),
+        "RBO": fid.rbo,
+        "RBO ceiling": fid.ceiling,
+        "Kendall τ": fid.kendall_tau,
+    }
+
+
+def capped_epochs(
+    model: torch.nn.Module,
+    split: Split,
+    train_users: torch.Tensor | Sequence[int],
+    epochs: float,
+    max_steps: int | None,
+    *,
+    seed: int = 0,
+) -> float:
+    """``epochs``, or fewer so that one SAE run of P3's recipe takes at most ``max_steps`` optimiser steps
+    (an epoch = one pass over :func:`p3_training_data`'s pairs in batches of :data:`P3_BATCH_SIZE`). The
+    β ablation uses it to bound a page's time on big datasets (ML-1M: ~5,000 steps per epoch); the page
+    states the epochs it ran. ``None`` = no cap."""
+    if max_steps is None:
+        return float(epochs)
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+    data = p3_training_data(model, split, train_users, seed=seed)
+    steps_per_epoch = len(data.pairs) / P3_BATCH_SIZE[_kind(model)]  # type: ignore[arg-type]
+    return float(min(float(epochs), round(max_steps / steps_per_epoch, 2)))
