@@ -149,8 +149,8 @@ def steering_slider_figure(
 ) -> Any:
     """A plotly figure that works without a kernel: a slider moves α (P1 §1.8's steering, precomputed).
 
-    Left: the label's share of the top-``k`` against α, with a marker at the chosen α (and NDCG@k when the
-    curve has it). Right: one user's top-``k`` before steering (α = 0) and at the chosen α, items carrying
+    Top: the label's share of the top-``k`` against α, with a marker at the chosen α (and NDCG@k when the
+    curve has it). Below: one user's top-``k`` before steering (α = 0) and at the chosen α, items carrying
     the label shaded. Every α's traces are built up front and the slider only toggles visibility, so it
     works in the static HTML book.
 
@@ -178,13 +178,14 @@ def steering_slider_figure(
     if missing:
         raise ValueError(f"lists lack α values {missing} of the curve")
     curve = curve.sort_values("alpha")
+    # the curve above, the before/after table below at full width (a book page is ~700 px wide)
     fig = make_subplots(
-        rows=1,
-        cols=2,
-        column_widths=[0.36, 0.64],
-        specs=[[{"type": "xy", "secondary_y": True}, {"type": "table"}]],
-        subplot_titles=[f"{label} share of top-{k}", "top-k: before (α = 0) → after"],
-        horizontal_spacing=0.08,
+        rows=2,
+        cols=1,
+        row_heights=[0.36, 0.64],
+        specs=[[{"type": "xy", "secondary_y": True}], [{"type": "table"}]],
+        subplot_titles=[f"{label} share of top-{k} (all test users)", f"top-{k}: before (α = 0) → after"],
+        vertical_spacing=0.13,
     )
     fig.add_trace(
         go.Scatter(
@@ -217,8 +218,8 @@ def steering_slider_figure(
         r = lists[lists["alpha"] == a].sort_values("rank").head(k)
         items = r["item"].to_numpy()
         has = np.asarray(dataset.item_labels)[items, g]
-        titles = [_short(str(t), 34) for t in dataset.items["title"].to_numpy()[items]]
-        labs = [_short(t, 22) for t in item_labels_text(dataset, items, max_labels=2)]
+        titles = [_short(str(t), 40) for t in dataset.items["title"].to_numpy()[items]]
+        labs = [_short(t, 26) for t in item_labels_text(dataset, items, max_labels=2)]
         fill = ["#fde2b8" if h else "white" for h in has]
         return titles, labs, fill
 
@@ -241,7 +242,7 @@ def steering_slider_figure(
         )
         fig.add_trace(
             go.Table(
-                columnwidth=[0.4, 3.4, 2.2, 3.4, 2.2],
+                columnwidth=[0.4, 3.6, 2.4, 3.6, 2.4],
                 header={
                     "values": ["#", "before: title", "labels", f"α = {a:g}: title", "labels"],
                     "fill_color": "#e8eef7",
@@ -253,13 +254,13 @@ def steering_slider_figure(
                     "fill_color": [["white"] * len(t1), f0, f0, f1, f1],
                     "align": "left",
                     "font": {"size": 10},
-                    "height": 20,
+                    "height": 22,
                 },
                 visible=i == 0,
                 name=f"top-{k} at α = {a:g}",
             ),
-            row=1,
-            col=2,
+            row=2,
+            col=1,
         )
     steps = []
     for i, a in enumerate(alphas):
@@ -277,9 +278,9 @@ def steering_slider_figure(
             "text": title or f"steering {label} (user {dataset.users['user_id'].iloc[user]})",
             "font": {"size": 13},
         },
-        height=470,
-        margin={"l": 50, "r": 10, "t": 70, "b": 10},
-        legend={"orientation": "h", "y": -0.25},
-        sliders=[{"active": start, "currentvalue": {"prefix": "α = "}, "steps": steps, "pad": {"t": 40}}],
+        height=690,
+        margin={"l": 60, "r": 60, "t": 70, "b": 90},
+        legend={"orientation": "h", "x": 0, "y": 1.13},
+        sliders=[{"active": start, "currentvalue": {"prefix": "α = "}, "steps": steps, "pad": {"t": 20}}],
     )
     return fig
