@@ -593,3 +593,143 @@ def test_mf_grid_scorer_equals_the_pair_rows():
         [mf.pair_scores_from(u[b].expand(3, D), i, users[b].expand(3), items) for b in range(4)]
     )
     assert got.shape == (4, 3) and torch.allclose(got, want, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ chapter helpers
+def _meta_ds(name: str, labels: np.ndarray, names: list[str], users: pd.DataFrame, titles: list[str]):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        name=name, item_labels=labels, label_names=names, users=users, items=pd.DataFrame({"title": titles})
+    )
+
+
+def test_p3_labels_drop_unknown_and_labels_too_rare_for_purity_at_10():
+    lab = np.zeros((30, 4), bool)
+    lab[:12, 0] = True  # unknown: dropped whatever its size
+    lab[:10, 1] = True  # exactly 10 items: kept
+    lab[:9, 2] = True  # 9 items: dropped
+    lab[5:25, 3] = True
+    ds = _meta_ds("toy", lab, ["unknown", "A", "B", "C"], pd.DataFrame(), ["t"] * 30)
+    got, names = p3.p3_labels(ds)
+    assert names == ["A", "C"] and np.array_equal(got, lab[:, [1, 3]])
+    with pytest.raises(ValueError, match="no label"):
+        p3.p3_labels(ds, min_items=100)
+
+
+def test_intervention_plan_follows_the_metadata():
+    names = ["Romance", "Children's", "Horror"]
+    titles = ["Toy Story (1995)", "Alice in Wonderland (1951)"]
+    ml = _meta_ds("ml-100k", np.zeros((2, 3), bool), names, pd.DataFrame({"age": [10, 30]}), titles)
+    assert p3.find_item(ml.items, "alice in wonderland") == 1
+    with pytest.raises(ValueError, match="no item titled"):
+        p3.find_item(ml.items, "Bob Dylan")
+    assert set(p3.intervention_plan(ml, names)) == {"item", "promote", "boost", "suppress"}
+    no_age = _meta_ds("ml-100k", np.zeros((2, 3), bool), names, pd.DataFrame(index=[0, 1]), titles)
+    assert "boost" not in p3.intervention_plan(no_age, names)
+    assert "suppress" not in p3.intervention_plan(ml, ["Romance", "Children's"])
+    fm = _meta_ds(
+        "lastfm-2k", np.zeros((2, 2), bool), ["folk", "metal"], pd.DataFrame(index=[0]), ["Bob Dylan", "x"]
+    )
+    assert p3.intervention_plan(fm, ["folk", "metal"]) == {
+        "item": "Bob Dylan",
+        "promote": "folk",
+        "suppress": "metal",
+    }
+    fm.items = pd.DataFrame({"title": ["Joan Baez", "x"]})
+    assert "promote" not in p3.intervention_plan(fm, ["folk", "metal"])
+
+
+def test_capped_epochs_bounds_the_steps_of_one_run():
+    split = _toy_split(30, 50)
+    users = p3.p3_users(30, seed=0)
+    mf, ncf = MF(30, 50, MFConfig(d=D)), NCF(30, 50, NCFConfig(d=D))
+    n_pos = int(split.train["user"].isin(users.train.tolist()).sum())
+    assert p3.capped_epochs(mf, split, users.train, 18, None) == 18.0
+    assert p3.capped_epochs(mf, split, users.train, 18, 10**9) == 18.0
+    # MF: positives + as many negatives per epoch, batches of 256; NCF: positives, batches of 128
+    assert p3.capped_epochs(mf, split, users.train, 18, 3) == pytest.approx(round(3 / (2 * n_pos / 256), 2))
+    assert p3.capped_epochs(ncf, split, users.train, 18, 3) == pytest.approx(round(3 / (n_pos / 128), 2))
+    with pytest.raises(ValueError, match="max_steps"):
+        p3.capped_epochs(mf, split, users.train, 18, 0)
+
+
+def test_sae_summary_of_an_exact_sae():
+    from types import SimpleNamespace
+
+    mf, _ = planted_mf()
+    with torch.no_grad():
+        mf.item_emb.weight[:, G:] = 0.0  # items use the G genre coordinates only, users all D
+    sae = exact_sae()
+    acts = p3.two_tower_activations(mf, sae)
+    fid = p3.fidelity(mf, sae, torch.arange(40), mask_seen=False)
+    row = p3.sae_summary(mf, SimpleNamespace(sae=sae, steps=7, seconds=1.25), acts, fid)
+    assert row["latents"] == 2 * D and row["SAE steps"] == 7 and row["SAE seconds"] == 1.2
+    assert row["EV users"] == pytest.approx(1.0) and row["EV items"] == pytest.approx(1.0)
+    assert row["never fire"] == D  # embeddings are non-negative: the negative-part latents stay silent
+    assert row["active / item"] == G and row["active / user"] == D
+    assert row["RBO"] == pytest.approx(row["RBO ceiling"]) and row["Kendall τ"] == pytest.approx(1.0)
+
+
+def test_paper_vs_recsae_puts_each_measure_beside_the_paper():
+    from recsae_core.papers.p3 import FidelityResult
+
+    purity = {
+        m: pd.DataFrame(
+            {"neuron": [1, 2], "purity@10": [v, 0.5], "purity@20": [0.9, 0.4], "purity@50": [0.8, 0.3]},
+            index=pd.Index(["Comedy", "Horror"], name="label"),
+        )
+        for m, v in (("mf", 1.0), ("ncf", 0.6))
+    }
+    fid = {
+        "mf": FidelityResult(pd.DataFrame(), 0.611, 0.411, 0.958, True),
+        "ncf": FidelityResult(pd.DataFrame(), 0.722, 0.522, 0.958, False),
+    }
+    pop = p3.PopularityNeuron(3, 123.4, 800.0, pd.DataFrame())
+    step = pd.DataFrame(
+        {
+            "setting": ["original", "1", "4"],
+            "value": [np.nan, 1, 4],
+            "share": [0.1, 0.2, 0.5],
+            "ndcg@10": [0.3, 0.29, 0.2],
+        }
+    )
+    step.attrs.update(label="Children's", neuron=7, n_users=12)
+    df = p3.paper_vs_recsae("ml-100k", purity, fid, {"mf": 9.5}, pop, 1682, {"boost": step})
+    got = dict(zip(df["quantity"], df["recsae"], strict=True))
+    assert got["MF Comedy purity@10/20/50"] == "1.00 / 0.90 / 0.80"
+    assert got["MF Horror purity@10/20/50"] == "0.50 / 0.40 / 0.30"
+    assert got["NCF fidelity RBO (top-30, held-out users)"].startswith("0.722")
+    assert got["NCF Kendall τ-b"] == "0.522"
+    assert got["MF fidelity RBO / τ (β = 1)"] == "0.611 / 0.411"
+    assert got["MF latents active per item"] == "9.50"
+    assert got["MF popularity neuron, mean rank of top-500 items"].startswith("123 of 1,682")
+    assert got["MF boost (Children's, neuron 7)"] == "original 10%; 1: 20% → 4: 50%; NDCG@10 0.300 → 0.200"
+    assert all("ours on ml-100k" in w for w in df["what differs"])
+    ml1m = p3.paper_vs_recsae("ml-1m-notime", purity, fid, {}, None, 3706, {})
+    assert not any("ours on" in w for w in ml1m["what differs"]) and len(ml1m) == len(df) - 3
+
+
+@pytest.mark.shared
+def test_setup_and_interventions_on_ml100k(shared_data):
+    setup = p3.p3_setup(
+        "ml-100k", configs={"mf": {"epochs": 1, "valid_users": 100}, "ncf": {"epochs": 1, "valid_users": 100}}
+    )
+    ds, users = setup.dataset, setup.users
+    assert setup.split.name == "p3-holdout" and set(setup.fits) == {"mf", "ncf"}
+    assert all(m.config.d == 20 for m in setup.models.values())  # P3's embedding size
+    assert len(users.test) == ds.n_users // 5 and "unknown" not in setup.label_names
+    assert {"data + P3 split", "mf (cached_fit)", "ncf (cached_fit)"} <= set(setup.times)
+    torch.manual_seed(0)
+    sae = P3SAE(P3Config(d_in=20, n_latents=22)).eval()
+    neurons = {n: j % 22 for j, n in enumerate(setup.label_names)}
+    steps = p3.interventions(setup, "mf", sae, neurons)
+    assert set(steps) == {"promote", "boost", "suppress"}
+    young = p3.age_group_users(ds.users, users=users.test)
+    assert steps["boost"]["n_users"].iloc[0] == len(young) > 0
+    assert steps["promote"].attrs["item"].startswith("Alice in Wonderland")
+    assert steps["promote"]["n_audience"].iloc[0] <= 20 and steps["suppress"]["n_users"].iloc[0] == 20
+    for step, df in steps.items():
+        assert df["setting"].iloc[0] == "original" and df["ndcg@10"].notna().all(), step
+        assert df.attrs["neuron"] == neurons[df.attrs["label"]]
+    assert list(steps["suppress"]["value"].iloc[1:]) == list(p3.SUPPRESS_VALUES)

@@ -186,7 +186,11 @@ def plot_intervention(
     fig, ax = plt.subplots()
     x = range(len(df))
     colours = [MUTED if s == "original" else HIGHLIGHT for s in df["setting"]]
-    ax.bar(x, 100 * df[measure].to_numpy(float), color=colours)
+    pct = 100 * df[measure].to_numpy(float)
+    ax.bar(x, pct, color=colours)
+    ax.set_ylim(
+        0, max(1.0, 1.15 * float(pd.Series(pct).max(skipna=True) or 0.0))
+    )  # an all-zero bar reads as 0
     ax.set_xticks(x, df["setting"].tolist())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{ylabel} (%)")

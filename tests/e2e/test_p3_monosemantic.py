@@ -1,0 +1,52 @@
+"""The P3 chapter in the built smoke book, in Chromium: every figure drawn, Table 1 (purity@K of one neuron
+per label) present with its values in [0, 1], the β ablation and P3-vs-recsae tables there, and no request
+leaves the page's origin."""
+
+from __future__ import annotations
+
+from browser_support import BROWSER_MARKS, Visit, chapter_pages
+
+pytestmark = BROWSER_MARKS
+
+# genre profiles, popularity, decades, monosemanticity, β curves, Matryoshka (smoke: on), 3 interventions
+MIN_FIGURES = 9
+
+
+def test_p3_page_has_figures_the_purity_table_and_no_outside_request(site, browser):
+    base, pages = site
+    found = chapter_pages(pages, "p3_monosemantic")
+    assert found, "the smoke book has no P3 page"
+    visit = Visit(browser, base)
+    page = visit.open(found[0])
+    imgs = page.locator("main img")
+    assert imgs.count() >= MIN_FIGURES
+    for i in range(imgs.count()):
+        imgs.nth(i).scroll_into_view_if_needed()
+        assert page.evaluate("(el) => el.complete && el.naturalWidth > 100", imgs.nth(i).element_handle())
+    # Table 1: a table whose header names purity@10/20/50 for MF and NCF, one row per label
+    purity = page.evaluate(
+        """() => [...document.querySelectorAll('main table')].map(t => ({
+            head: [...t.querySelectorAll('thead th')].map(th => th.innerText.trim()),
+            rows: [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('th,td')].map(c => c.innerText.trim()))
+        })).filter(t => t.head.some(h => h.includes('purity@10')))"""
+    )
+    assert len(purity) == 1, "exactly one purity table (Table 1)"
+    head, rows = purity[0]["head"], purity[0]["rows"]
+    for model in ("MF", "NCF"):
+        for k in (10, 20, 50):
+            assert any(h.startswith(model) and h.endswith(f"purity@{k}") for h in head), (model, k, head)
+    assert len(rows) >= 10  # ML-100k: 18 genres with at least 10 items
+    cols = [j for j, h in enumerate(head) if "purity@" in h]
+    values = [float(r[j]) for r in rows for j in cols]
+    assert all(0.0 <= v <= 1.0 for v in values) and max(values) > 0
+    text = page.locator("main").inner_text()
+    for heading in (
+        "Table 1: purity of the genre neurons",
+        "Fig. 4",
+        "Fig. 5: interventions",
+        "P3 vs recsae",
+    ):
+        assert heading in text, heading
+    assert "Comedy" in text and "0.958" in text
+    assert visit.outside == [] and visit.unexpected_errors() == []
+    visit.page.close()
