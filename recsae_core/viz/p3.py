@@ -35,10 +35,14 @@ __all__ = [
 HIGHLIGHT, MUTED = "#d55e00", "#9e9e9e"
 
 
-def purity_styler(df: pd.DataFrame, *, caption: str | None = None) -> Any:
-    """Table 1 (P3): the columns whose name holds ``purity@`` (``purity@10``, ``MF purity@10``, ...) coloured
-    by value on a fixed 0-1 scale (so tables compare)."""
-    cols = [c for c in df.columns if "purity@" in str(c)]
+def purity_styler(
+    df: pd.DataFrame, *, caption: str | None = None, columns: Sequence[Any] | None = None
+) -> Any:
+    """Table 1 (P3): the purity columns coloured by value on a fixed 0-1 scale (so tables compare).
+
+    ``columns`` names them (e.g. ``("MF", "@10")`` in a two-level header); default: those whose name holds
+    ``purity@`` (``purity@10``, ``MF purity@10``, ...)."""
+    cols = list(columns) if columns is not None else [c for c in df.columns if "purity@" in str(c)]
     if not cols:
         raise ValueError(f"no purity@K column in {list(df.columns)}")
     sty = table(df, caption=caption, precision=2)
