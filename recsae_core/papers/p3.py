@@ -1222,13 +1222,11 @@ def paper_vs_recsae(
 
     ``purity``/``fid``/``l0_items`` per model (``mf``, ``ncf``), ``pop`` the MF popularity neuron, ``steps``
     the MF interventions of :func:`interventions`. P3's numbers are ML-1M's; ours are measured on
-    ``dataset_name`` (comparable in protocol on ``ml-1m-notime`` only)."""
+    ``dataset_name`` (comparable in protocol on ``ml-1m-notime`` only): ``df.attrs["caption"]`` says so."""
     rows: list[dict[str, object]] = []
-    ml1m = dataset_name.startswith("ml-1m")
-    where = "" if ml1m else f" (ours on {dataset_name}, P3's on ML-1M)"
 
     def add(quantity: str, paper: str, ours: str, differs: str) -> None:
-        rows.append({"quantity": quantity, "P3": paper, "recsae": ours, "what differs": differs + where})
+        rows.append({"quantity": quantity, "P3": paper, "recsae": ours, "what differs": differs})
 
     for label in ("Comedy", "Horror"):
         if "mf" in purity and label in purity["mf"].index:
@@ -1290,16 +1288,21 @@ def paper_vs_recsae(
             f"NDCG@10 {nd0:.3f} → {nd1:.3f}",
             f"{df.attrs.get('n_users')} users; neuron matched by Table 1, not P3's index",
         )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["caption"] = "P3: ML-1M (papers.md §3.8-3.9). recsae: " + (
+        dataset_name if dataset_name.startswith("ml-1m") else f"{dataset_name}, not P3's dataset"
+    )
+    return df
 
 
 @torch.no_grad()
 def sae_summary(
     model: torch.nn.Module, run: SAETrainResult, acts: TwoTowerActs, fid: FidelityResult
 ) -> dict[str, object]:
-    """One row of the page's SAE table (P3 §3.6, §3.9): steps and seconds of the training run (stored with a cached SAE),
-    latents active per item and per user (P3 dev: 5.38 of 22 per item for ML-1M MF), latents that never
-    fire on any item or user, explained variance of the user and item tables, and the fidelity."""
+    """One row of the page's SAE table (P3 §3.6, §3.9): ``steps`` and ``seconds`` of the training run (stored
+    with a cached SAE), latents active per item and per user (P3 dev: 5.38 of 22 per item for ML-1M MF),
+    ``silent`` latents (never fire on any item or user), explained variance of the user and item tables, and
+    the fidelity (``RBO``, whose ceiling is ``fid.ceiling``, and Kendall ``τ``)."""
     prefix = _prefix(model)
     sae = run.sae.eval()
     items = item_table(model)
@@ -1307,16 +1310,15 @@ def sae_summary(
     fired = (acts.item_acts > 0).any(0) | (acts.user_acts > 0).any(0)
     return {
         "latents": int(acts.item_acts.shape[1]),
-        "SAE steps": int(run.steps),
-        "SAE seconds": round(float(run.seconds), 1),
-        "active / item": float(metrics.l0(acts.item_acts).double().mean()),
-        "active / user": float(metrics.l0(acts.user_acts).double().mean()),
-        "never fire": int((~fired).sum()),
+        "steps": int(run.steps),
+        "seconds": round(float(run.seconds), 1),
+        "active/item": float(metrics.l0(acts.item_acts).double().mean()),
+        "active/user": float(metrics.l0(acts.user_acts).double().mean()),
+        "silent": int((~fired).sum()),
         "EV users": metrics.explained_variance(users, sae(users).x_hat),
         "EV items": metrics.explained_variance(items, sae(items).x_hat),
         "RBO": fid.rbo,
-        "RBO ceiling": fid.ceiling,
-        "Kendall τ": fid.kendall_tau,
+        "τ": fid.kendall_tau,
     }
 
 
