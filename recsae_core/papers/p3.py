@@ -17,7 +17,9 @@ The analyses the P3 chapter calls, in the paper's words. Inputs are a frozen two
 | monosemanticity score | :func:`monosemanticity` | §4.8 |
 | Matryoshka hierarchy | :func:`prefix_summaries` | §3.3, §3.9 |
 | interventions (promotion, boosting, suppression) and their audiences | :func:`promote_item`, :func:`steer_users`, :func:`label_heavy_users`, :func:`age_group_users` | §3.7 |
-| β ablation (Fig. 4) | :func:`beta_ablation` | §3.8 |
+| β ablation (Fig. 4) | :func:`beta_ablation`, :func:`capped_epochs`, :data:`P3_FIG4` (P3's own values) | §3.8 |
+| the chapter: data, split, cached MF/NCF, labels, timings | :func:`p3_setup` → :class:`P3Setup`, :func:`p3_labels`, :func:`p3_sizes` | §3.4-3.5 |
+| the chapter: SAE table, interventions with P3's audiences, P3 vs recsae | :func:`sae_summary`, :func:`interventions`, :func:`paper_vs_recsae` | §3.7-3.9 |
 
 Metadata: :class:`~recsae_core.data.dataset.RecDataset` already carries what P3 uses on MovieLens: genres
 (``item_labels``), the release year (``items.year``, parsed from the title for ML-1M) and user demographics
