@@ -509,7 +509,10 @@ def test_steering_tradeoff_takes_the_best_ratio_within_p1s_ndcg_cost():
     weak.loc[weak["alpha"] == 4.0, "share"] = 0.5
     good.loc[good["alpha"] == 4.0, ["share", "share_ratio"]] = [0.7, 3.5]
     none = _curve("Horror", "ours", [0.05, 0.1, 0.2, 0.5, 0.9], [0.08, 0.09, 0.1, 0.05, 0.01])
-    t = p1.steering_tradeoff(pd.concat([good, weak, none])).set_index("label")
+    # both α > 0 within the cost: the larger α is not the better one here
+    peak = _curve("Comedy", "p1", [0.05, 0.1, 0.2, 0.7, 0.5], [0.08, 0.09, 0.1, 0.09, 0.08])
+    t = p1.steering_tradeoff(pd.concat([good, weak, none, peak])).set_index("label")
+    assert t.loc["Comedy", "alpha"] == 4.0 and t.loc["Comedy", "share_ratio"] == pytest.approx(3.5)
     assert t.loc["Sci-Fi", "alpha"] == 4.0 and t.loc["Sci-Fi", "dominates"]
     assert t.loc["Sci-Fi", "ndcg_drop"] == pytest.approx(0.15)
     assert t.loc["Western", "alpha"] == 4.0 and not t.loc["Western", "dominates"]
@@ -539,7 +542,14 @@ def test_selectivity_reconstruction_and_paper_table(world, world_split, world_sa
     t = p1.reconstruction_summary(run, rep).set_index("quantity")
     assert t.loc["explained variance", "recsae"] == pytest.approx(rep.explained_variance, abs=1e-4)
     assert t.loc["explained variance", "P1 ML-1M (dev)"] == 0.9707
-    assert t.loc["dead features (never > 0)", "recsae"] == int((H.max(0).values <= 0).sum())
+    # one feature silenced, one kept below 0.1: the two dead counts must differ as the thresholds say
+    h2 = H.clone()
+    h2[:, 0], h2[:, 1] = 0.0, h2[:, 1].clamp(max=0.05)
+    t2 = p1.reconstruction_summary(SimpleNamespace(test_acts=acts, sae=sae, sae_acts=h2), rep)
+    t2 = t2.set_index("quantity")["recsae"]
+    assert t2["dead features (never > 0)"] == int((h2.max(0).values <= 0).sum())
+    assert t2["features never > 0.1"] == int((h2.max(0).values <= 0.1).sum())
+    assert t2["features never > 0.1"] > t2["dead features (never > 0)"] >= 1
     assert t.loc["active features per position (> 0)", "recsae"] == pytest.approx(
         float((H > 0).sum(1).double().mean())
     )
