@@ -65,7 +65,9 @@ def toy():
 @pytest.fixture(scope="module")
 def trained(toy):
     split = p1_new_users(toy, seed=42, test_frac=0.2)
-    fit = examples.fit_gru4rec(split, {"d": 16, "epochs": 40, "patience": 40, "maxlen": 20, "lr": 1e-2}, seed=0)
+    fit = examples.fit_gru4rec(
+        split, {"d": 16, "epochs": 40, "patience": 40, "maxlen": 20, "lr": 1e-2}, seed=0
+    )
     return split, fit
 
 
