@@ -444,6 +444,12 @@ def test_beta_curves_three_panels_lines_per_model_and_ceiling(plt):
     ceiling = rbo_ax.lines[-1]
     assert ceiling.get_linestyle() == "--" and ceiling.get_ydata()[0] == pytest.approx(0.958)
     assert len(fig.axes[1].lines) == 2 and len(fig.axes[2].lines) == 2
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["MF", "NCF", "ceiling 0.958"]
+    # the paper's own values (P3_FIG4) are drawn dashed beside ours, which stay solid
+    both = pd.concat([pd.DataFrame(rows), p3.P3_FIG4], ignore_index=True)
+    fig = vp3.plot_beta_curves(both, hue="model", ceiling=0.958)
+    styles = {ln.get_label(): ln.get_linestyle() for ln in fig.axes[1].lines}
+    assert styles == {"MF": "-", "NCF": "-", "P3 MF (paper)": "--", "P3 NCF (paper)": "--"}
 
 
 def test_matryoshka_view(plt):
@@ -478,6 +484,8 @@ def test_intervention_bars_and_accuracy_axis(plt):
     assert len(fig.axes) == 2  # bars + the NDCG twin axis
     assert len(fig.axes[0].patches) == 3 and fig.axes[0].patches[2].get_height() == pytest.approx(40.0)
     assert len(fig.axes[1].lines) == 1
+    assert fig.axes[1].get_ylim()[0] == 0.0  # the accuracy cost is read from 0, not zoomed in
+    assert fig.axes[0].get_ylim() == (0.0, pytest.approx(46.0))
     assert len(vp3.plot_intervention(df, accuracy=None).axes) == 1
 
 

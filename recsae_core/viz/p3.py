@@ -131,12 +131,14 @@ def plot_beta_curves(df: pd.DataFrame, *, hue: str | None = None, ceiling: float
     import matplotlib.pyplot as plt
 
     set_style()
-    fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.5), sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.8), sharex=True)
     groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=False))
     for key, g in groups:
         g = g.sort_values("beta")
+        quoted = key is not None and "paper" in str(key)  # a paper's own values: dashed, hollow markers
+        style = {"ls": "--", "mfc": "white"} if quoted else {"ls": "-"}
         for ax, col in zip(axes, ("rbo", "kendall_tau", "ms"), strict=True):
-            ax.plot(g["beta"], g[col], marker="o", label=None if key is None else str(key))
+            ax.plot(g["beta"], g[col], marker="o", label=None if key is None else str(key), **style)
     top = (
         ceiling
         if ceiling is not None
@@ -147,7 +149,8 @@ def plot_beta_curves(df: pd.DataFrame, *, hue: str | None = None, ceiling: float
     for ax, title in zip(axes, ("RBO (p = 0.9, depth 30)", "Kendall τ-b", "monosemanticity"), strict=True):
         ax.set_xlabel("β (prediction-loss weight)")
         ax.set_title(title)
-    axes[0].legend()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5))  # below, off the curves
     return fig
 
 
@@ -201,7 +204,9 @@ def plot_intervention(
     ax.set_title(title or ylabel)
     if accuracy is not None and accuracy in df.columns:
         ax2 = ax.twinx()
-        ax2.plot(x, df[accuracy].to_numpy(float), color="black", marker="o", label=accuracy)
+        acc = df[accuracy].to_numpy(float)
+        ax2.plot(x, acc, color="black", marker="o", label=accuracy)
+        ax2.set_ylim(0, 1.3 * float(pd.Series(acc).max(skipna=True) or 1.0))  # from 0: costs read at scale
         ax2.set_ylabel(accuracy.upper())
         ax2.grid(False)
         ax2.legend(loc="upper left")
