@@ -712,7 +712,17 @@ def test_paper_vs_recsae_puts_each_measure_beside_the_paper():
     assert got["MF fidelity RBO / τ (β = 1)"] == "0.611 / 0.411"
     assert got["MF latents active per item"] == "9.50"
     assert got["MF popularity neuron, mean rank of top-500 items"].startswith("123 of 1,682")
-    assert got["MF boost (Children's, neuron 7)"] == "original 10%; 1: 20% → 4: 50%; NDCG@10 0.300 → 0.200"
+    assert (
+        got["MF boost (Children's, neuron 7)"]
+        == "original 10%; 1: 20% → 4: 50% (monotone); NDCG@10 0.300 → 0.200"
+    )
+    step.loc[1, "share"] = 0.6  # 60 % at 1, 50 % at 4: in P3's direction overall, not at every strength
+    two = p3.paper_vs_recsae(
+        "ml-100k", purity, fid, {"mf": 9.5}, pop, 1682, {"suppress": step, "boost": step}
+    )
+    got2 = dict(zip(two["quantity"], two["recsae"], strict=True))
+    assert "(not monotone)" in got2["MF boost (Children's, neuron 7)"]
+    assert "(monotone)" in got2["MF suppress (Children's, neuron 7)"]
     assert "ml-100k, not P3's dataset" in df.attrs["caption"]
     ml1m = p3.paper_vs_recsae("ml-1m-notime", purity, fid, {}, None, 3706, {})
     assert "not P3's" not in ml1m.attrs["caption"] and len(ml1m) == len(df) - 3

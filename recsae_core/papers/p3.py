@@ -1283,11 +1283,13 @@ def paper_vs_recsae(
         orig = float(df["share"].iloc[0])
         nd0, nd1 = float(df["ndcg@10"].iloc[0]), float(ed["ndcg@10"].iloc[-1])
         lab = df.attrs.get("label", "")
+        steps_up = np.diff(ed["share"].to_numpy(float)) * (-1 if step == "suppress" else 1)
+        monotone = bool((steps_up >= 0).all())  # in P3's direction at every larger strength
         add(
             f"MF {step} ({lab}, neuron {df.attrs.get('neuron')})",
             paper_dir[step],
-            f"original {orig:.0%}; {ed['setting'].iloc[0]}: {first:.0%} → {ed['setting'].iloc[-1]}: {last:.0%}; "
-            f"NDCG@10 {nd0:.3f} → {nd1:.3f}",
+            f"original {orig:.0%}; {ed['setting'].iloc[0]}: {first:.0%} → {ed['setting'].iloc[-1]}: {last:.0%} "
+            f"({'monotone' if monotone else 'not monotone'}); NDCG@10 {nd0:.3f} → {nd1:.3f}",
             f"{df.attrs.get('n_users')} users; neuron matched by Table 1, not P3's index",
         )
     df = pd.DataFrame(rows)
