@@ -450,6 +450,8 @@ def test_beta_curves_three_panels_lines_per_model_and_ceiling(plt):
     fig = vp3.plot_beta_curves(both, hue="model", ceiling=0.958)
     styles = {ln.get_label(): ln.get_linestyle() for ln in fig.axes[1].lines}
     assert styles == {"MF": "-", "NCF": "-", "P3 MF (paper)": "--", "P3 NCF (paper)": "--"}
+    colour = {ln.get_label(): ln.get_color() for ln in fig.axes[1].lines}
+    assert colour["MF"] == colour["P3 MF (paper)"] != colour["NCF"] == colour["P3 NCF (paper)"]
 
 
 def test_matryoshka_view(plt):

@@ -133,10 +133,18 @@ def plot_beta_curves(df: pd.DataFrame, *, hue: str | None = None, ceiling: float
     set_style()
     fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.8), sharex=True)
     groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=False))
+    # one colour per model family ("MF (P3)" and "P3 MF (paper)" share MF's), the paper's values dashed
+    families: list[str] = []
+    for key, _ in groups:
+        fam = str(key).replace("P3 ", "").split()[0] if key is not None else ""
+        families += [fam] if fam not in families else []
+    colours = dict(zip(families, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     for key, g in groups:
         g = g.sort_values("beta")
         quoted = key is not None and "paper" in str(key)  # a paper's own values: dashed, hollow markers
+        fam = str(key).replace("P3 ", "").split()[0] if key is not None else ""
         style = {"ls": "--", "mfc": "white"} if quoted else {"ls": "-"}
+        style["color"] = colours.get(fam)
         for ax, col in zip(axes, ("rbo", "kendall_tau", "ms"), strict=True):
             ax.plot(g["beta"], g[col], marker="o", label=None if key is None else str(key), **style)
     top = (
