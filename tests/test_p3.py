@@ -713,7 +713,7 @@ def test_paper_vs_recsae_puts_each_measure_beside_the_paper():
     assert got["NCF Kendall τ-b"] == "0.522"
     assert got["MF fidelity RBO / τ (β = 1)"] == "0.611 / 0.411"
     assert got["MF latents active per item"] == "9.50"
-    assert got["MF popularity neuron, mean rank of top-500 items"].startswith("123 of 1,682")
+    assert got["MF popularity neuron: mean popularity rank of its top items"].startswith("123 of 1,682")
     assert (
         got["MF boost (Children's, neuron 7)"]
         == "original 10%; 1: 20% → 4: 50% (monotone); NDCG@10 0.300 → 0.200"

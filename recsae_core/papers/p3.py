@@ -1268,15 +1268,15 @@ def paper_vs_recsae(
         )
     if pop is not None:
         add(
-            "MF popularity neuron, mean rank of top-500 items",
-            "595 of 3,706",
+            "MF popularity neuron: mean popularity rank of its top items",
+            "595 of 3,706 (top-500)",
             f"{pop.mean_rank:.0f} of {n_items:,} (others {pop.others_mean_rank:.0f})",
             "popularity = distinct users in the training rows",
         )
     paper_dir = {
-        "promote": "0 % → rises with the value",
-        "boost": "Children's share rises",
-        "suppress": "Horror share falls",
+        "promote": "share rises with the value (Alice in Wonderland, Romance neuron)",
+        "boost": "share rises (Children's, users under 18)",
+        "suppress": "share falls (Horror, Horror-heavy users)",
     }
     for step, df in steps.items():
         ed = df[df["setting"] != "original"]
