@@ -1,7 +1,7 @@
 """Browser fixtures shared by the e2e tests: the session's smoke book served on 127.0.0.1, Debian's Chromium
 (never ``playwright install``), and :class:`Visit`, a page that aborts and records every outside request,
 records failed same-origin requests and collects page errors (both in browser_support.py). A chapter's own
-browser checks go in ``tests/e2e/test_<chapter>.py`` and use these fixtures.
+browser checks go in ``tests/e2e/test_browser_<chapter>.py`` (a basename unique in tests/) and use these fixtures.
 """
 
 from __future__ import annotations
