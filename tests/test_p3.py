@@ -416,6 +416,7 @@ def test_popularity_plot_highlights_the_neuron(plt):
     assert len(ax.patches) == 4 and len(ax.lines) == 1
     colours = [p.get_facecolor() for p in ax.patches]
     assert colours[1] != colours[0] and colours[0] == colours[2]
+    assert [t.get_text() for t in ax.texts] == [f"neuron 1: {pop.mean_rank:,.0f}"]  # the (short) bar is named
 
 
 def test_decade_plot_one_line_per_neuron_plus_catalogue(plt):

@@ -70,7 +70,7 @@ def plot_genre_profiles(
         ax = axes[k // ncols][k % ncols]
         ax.bar(range(len(labels)), profiles.loc[j, labels].to_numpy(float), color=colours)
         ax.axhline(float(profiles.loc[j, "all items"]), ls="--", color="black", lw=1, label="all items")
-        ax.set_xticks(range(len(labels)), labels, rotation=70, fontsize="x-small")
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize="x-small")
         ax.set_ylabel("mean activation")
         ax.set_title(names[k] if names is not None else f"neuron {j}")
     for k in range(n, nrows * ncols):
@@ -86,9 +86,19 @@ def plot_popularity(table: pd.DataFrame, *, n_items: int | None = None) -> Any:
     import matplotlib.pyplot as plt
 
     set_style()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(table)), 3.5))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.3 * len(table))), 3.5))
     colours = [HIGHLIGHT if hit else MUTED for hit in table["is_popularity"]]
     ax.bar(table.index.to_numpy(), table["mean_rank"].to_numpy(), color=colours)
+    for j, r in table[table["is_popularity"]].iterrows():  # the lowest bar: name it, it can be tiny
+        ax.annotate(
+            f"neuron {j}: {r['mean_rank']:,.0f}",
+            (j, r["mean_rank"]),
+            xytext=(0, 40),
+            textcoords="offset points",
+            ha="center",
+            color=HIGHLIGHT,
+            arrowprops={"arrowstyle": "-", "color": HIGHLIGHT},
+        )
     others = table.loc[~table["is_popularity"], "mean_rank"]
     if len(others):
         ax.axhline(float(others.mean()), ls="--", color="black", lw=1, label="other neurons' mean")
