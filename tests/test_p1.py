@@ -574,3 +574,27 @@ def test_selectivity_reconstruction_and_paper_table(world, world_split, world_sa
     assert paper.loc["mean max correlation, SAE", "P1 ML-1M (dev)"] == "0.658"
     assert paper.loc["mean max correlation, SAE", "recsae planted"] == f"{h['mean_max_corr']:.3f}"
     assert paper.loc["setup", "recsae planted"] == "a planted world"
+
+
+def test_recipe_comparison_trains_each_variant_on_the_runs_rows(world, world_sae, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("RECSAE_HOME", str(tmp_path))
+    acts, sae = world_sae
+    H, G = p1.encode_rows(sae, acts.acts), p1.row_labels(acts, world.item_groups.numpy())
+    run = SimpleNamespace(
+        train_acts=acts, test_acts=acts, sae=sae, sae_acts=H, labels=G, sae_result=SimpleNamespace(meta={})
+    )
+    tc = p1.p1_train_config(steps=150, batch_size=256, warmup_steps=10)
+    variants = {"squared": p1.p1_sae_config(64, n_latents=32, recon="squared")}
+    t = p1.recipe_comparison(run, variants, train_config=tc)
+    assert t["recipe"].tolist() == ["this page (P1's recipe)", "squared"]
+    assert t.loc[0, "mean_max_corr"] == pytest.approx(
+        p1.features_vs_neurons(H, acts.acts, G, list("abcdefgh"), auc=False).attrs["sae_mean_max_corr"]
+    )
+    assert t.loc[1, "recon"] == "squared" and t.loc[1, "cache_hit"] is False
+    trained = S.train_sae(variants["squared"], acts.acts, tc, seed=0, progress=False).sae
+    h1 = p1.encode_rows(trained, acts.acts)
+    assert t.loc[1, "l0"] == pytest.approx(float((h1 > 0).sum(1).double().mean()), rel=1e-6)
+    again = p1.recipe_comparison(run, variants, train_config=tc)
+    assert again.loc[1, "cache_hit"] is True and again.loc[1, "l0"] == t.loc[1, "l0"]
