@@ -397,6 +397,12 @@ def _check_device_name(value: Any, where: str) -> None:
         raise BookError(f"{where}: device must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
 
 
+def _number_above(v: Any, bound: float, *, strict: bool) -> bool:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return v > bound if strict else v >= bound
+
+
 def _numbers(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
@@ -421,7 +427,8 @@ def check_params(ch: Chapter, profile: str, params: dict[str, Any], datasets: Se
     architectures (``architecture``, ``architectures``, ``*_architecture``) must be registered; models
     (``model``, ``models``) must be known, and ``site``/``sites`` must be a site of the chapter's model(s);
     counts, sizes and rates (``epochs``, ``steps``, ``lr``, ``dict_size(s)``, ``k``, ...) must be > 0; loss
-    coefficients (``*_coeff(s)``, ``*_weight(s)``, ``beta(s)``) must be >= 0. A chapter whose profile file
+    coefficients (``*_coeff(s)``, ``*_weight(s)``, ``beta(s)``) must be >= 0; ``null`` (``None``) passes both,
+    for "no cap" / "off". A chapter whose profile file
     says ``sequential: true`` needs datasets with timestamps.
     """
     from recsae_core.data.registry import DATASETS
@@ -447,17 +454,15 @@ def check_params(ch: Chapter, profile: str, params: dict[str, Any], datasets: Se
             if bad:
                 raise fail(name, f"unknown model(s) {bad}; known: {', '.join(sorted(MODELS))}")
         elif name in _POSITIVE or name.endswith(("_epochs", "_steps", "_lr", "_batch_size")):
-            bad = [
-                v for v in _numbers(value) if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0
-            ]
+            bad = [v for v in _numbers(value) if v is not None and not _number_above(v, 0, strict=True)]
             if bad:
-                raise fail(name, f"must be a number > 0 (or a list of them), got {value!r}")
+                raise fail(name, f"must be a number > 0 (or a list of them, or null for none), got {value!r}")
         elif name.endswith(_NON_NEGATIVE_SUFFIX):
-            bad = [
-                v for v in _numbers(value) if isinstance(v, bool) or not isinstance(v, int | float) or v < 0
-            ]
+            bad = [v for v in _numbers(value) if v is not None and not _number_above(v, 0, strict=False)]
             if bad:
-                raise fail(name, f"must be a number >= 0 (or a list of them), got {value!r}")
+                raise fail(
+                    name, f"must be a number >= 0 (or a list of them, or null for none), got {value!r}"
+                )
     sites = params.get("site", params.get("sites"))
     models = params.get("model", params.get("models"))
     if sites is not None and models is not None:

@@ -281,6 +281,7 @@ def test_good_profile_parameters_pass_and_sequential_needs_timestamps():
         "site": "sasrec.block0",
         "device": "cuda:1",
         "alphas": [-10, 0, 10],
+        "beta_max_steps": None,
     }
     book.check_params(_chapter(), "default", good, ["ml-100k"])
     book.check_params(_chapter(sequential=True), "default", {}, ["ml-100k", "ml-1m-prefix"])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from browser_support import BROWSER_MARKS, Visit
 
+from recsae_core import book
+
 pytestmark = BROWSER_MARKS
 
 
@@ -36,8 +38,9 @@ def test_chapter_pages_show_their_figures_and_tables(site, browser):
         )
         assert images and all(images), f"{path}: a figure did not load ({images})"
         assert page.locator("article table").count() >= 1, f"{path}: no table"
-        assert page.locator("article h1").first.inner_text().count(":") == 1, (
-            f"{path}: title lacks the dataset"
+        title = page.locator("article h1").first.inner_text().rstrip("#¶ \n")
+        assert title.endswith(": " + book._dataset_title(path.rsplit("/", 1)[1])), (
+            f"{path}: title {title!r} lacks the dataset"
         )
     visit.page.close()
 
