@@ -1121,8 +1121,9 @@ def recipe_comparison(
     seed: int = 42,
 ) -> pd.DataFrame:
     """Why the recipe matters: the run's SAE beside SAEs trained on the same rows with other configs
-    (default: the library's ReLU+L1 defaults, scalar input normalisation and the squared reconstruction), each
-    through :func:`recsae_core.sae_eval.cached_sae` with the same optimisation (papers.md §1.6).
+    (default: the library's ReLU+L1 defaults, scalar input normalisation and the squared reconstruction, and
+    P1's raw inputs with the squared reconstruction, which isolates the loss form), each through
+    :func:`recsae_core.sae_eval.cached_sae` with the same optimisation (papers.md §1.6).
 
     Returns one row per SAE: ``recipe``, ``input_norm``, ``recon``, ``explained_variance``, ``l0`` (> 0),
     ``l0_above_0.1``, ``mean_max_corr`` (test rows, §4.1), ``cache_hit``.
@@ -1133,7 +1134,11 @@ def recipe_comparison(
     d = int(run.train_acts.acts.shape[1])
     own = run.sae.cfg
     if variants is None:
-        variants = {"library default": ReluL1Config(d_in=d, n_latents=run.sae.n_latents, l1_coeff=0.1)}
+        m = run.sae.n_latents
+        variants = {
+            "library default": ReluL1Config(d_in=d, n_latents=m, l1_coeff=0.1),
+            "raw inputs, squared loss": p1_sae_config(d, n_latents=m, recon="squared"),
+        }
     tc = train_config if train_config is not None else p1_train_config()
     x = run.test_acts.acts.float()
     rows = []
