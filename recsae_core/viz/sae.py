@@ -182,7 +182,7 @@ def steering_slider_figure(
     fig = make_subplots(
         rows=2,
         cols=1,
-        row_heights=[0.36, 0.64],
+        row_heights=[0.3, 0.7],
         specs=[[{"type": "xy", "secondary_y": True}], [{"type": "table"}]],
         subplot_titles=[f"{label} share of top-{k} (all test users)", f"top-{k}: before (α = 0) → after"],
         vertical_spacing=0.13,
@@ -242,7 +242,7 @@ def steering_slider_figure(
         )
         fig.add_trace(
             go.Table(
-                columnwidth=[0.4, 3.6, 2.4, 3.6, 2.4],
+                columnwidth=[0.5, 3.4, 2.7, 3.4, 2.7],
                 header={
                     "values": ["#", "before: title", "labels", f"α = {a:g}: title", "labels"],
                     "fill_color": "#e8eef7",
@@ -278,9 +278,9 @@ def steering_slider_figure(
             "text": title or f"steering {label} (user {dataset.users['user_id'].iloc[user]})",
             "font": {"size": 13},
         },
-        height=690,
+        height=770,
         margin={"l": 60, "r": 60, "t": 70, "b": 90},
-        legend={"orientation": "h", "x": 0, "y": 1.13},
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.1},
         sliders=[{"active": start, "currentvalue": {"prefix": "α = "}, "steps": steps, "pad": {"t": 20}}],
     )
     return fig
