@@ -683,7 +683,11 @@ def pages_to_build(
 
 
 def generated_toc(toc: dict[str, Any], jobs: Sequence[Job]) -> dict[str, Any]:
-    """The root toc restricted to this run's chapters and datasets (order of the root file, extras appended)."""
+    """The root toc with this run's dataset pages (order of the root file, extras appended).
+
+    Every chapter's index page stays, with or without executed pages, so that a link from one chapter to
+    another (``{doc}`/chapters/p1_sequential/index```) resolves in any build, ``--chapter`` subsets included.
+    """
     run: dict[str, list[str]] = {}
     for job in jobs:
         run.setdefault(job.chapter, []).append(job.dataset)
@@ -698,12 +702,12 @@ def generated_toc(toc: dict[str, Any], jobs: Sequence[Job]) -> dict[str, Any]:
                 chapters.append(entry)
                 continue
             name = m["chapter"]
-            if name not in run:
-                continue
+            ran = run.get(name, [])
             listed = [str(s["file"]).split("/")[-1] for s in entry.get("sections", [])]
-            order = [d for d in listed if d in run[name]] + [d for d in run[name] if d not in listed]
+            order = [d for d in listed if d in ran] + [d for d in ran if d not in listed]
             new = {k: v for k, v in entry.items() if k != "sections"}
-            new["sections"] = [{"file": f"chapters/{name}/{d}"} for d in order]
+            if order:
+                new["sections"] = [{"file": f"chapters/{name}/{d}"} for d in order]
             chapters.append(new)
         if chapters:
             parts_out.append({**{k: v for k, v in part.items() if k != "chapters"}, "chapters": chapters})
@@ -729,7 +733,12 @@ def _write_if_changed(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _index_page(ch: Chapter) -> str:
+def _index_page(ch: Chapter, executed: bool = True) -> str:
+    if not executed:
+        return (
+            f"# {ch.title}\n\n{ch.description}\n\n```{{note}}\nThis chapter has not been executed in this build; "
+            f"run `recsae book --chapter {ch.name}` to add its pages.\n```\n"
+        )
     return f"# {ch.title}\n\n{ch.description}\n\nOne page per dataset:\n\n```{{tableofcontents}}\n```\n"
 
 
@@ -774,9 +783,12 @@ def assemble_source(
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(vendor.resolve(), target_is_directory=True)
     # chapters: index pages and executed notebooks
-    for name in {job.chapter for job in jobs}:
+    executed = {job.chapter for job in jobs}
+    for name, _sections in toc_chapters(toc):  # every chapter's index page (see generated_toc)
+        if name not in chapters:
+            chapters[name] = load_chapter(root, name)
         index = src / "chapters" / name / "index.md"
-        _write_if_changed(index, _index_page(chapters[name]))
+        _write_if_changed(index, _index_page(chapters[name], executed=name in executed))
         wanted.add(index)
     for job in jobs:
         dst = src / "chapters" / job.chapter / f"{job.dataset}.ipynb"

@@ -152,7 +152,11 @@ def test_dataset_subset_and_generated_toc(toy_root, tmp_path):
     assert [(j.chapter, j.dataset) for j in jobs] == [("toy_a", "b"), ("toy_b", "b")]
     gen = book.generated_toc(toc, jobs[:1])
     chapters = gen["parts"][0]["chapters"]
-    assert chapters == [{"file": "chapters/toy_a/index", "sections": [{"file": "chapters/toy_a/b"}]}]
+    # the chapter that did not run keeps its index page (links to it resolve), without dataset pages
+    assert chapters == [
+        {"file": "chapters/toy_a/index", "sections": [{"file": "chapters/toy_a/b"}]},
+        {"file": "chapters/toy_b/index"},
+    ]
     assert gen["root"] == "book/intro"
     # a dataset the root toc does not list is appended
     extra = book.Job("toy_a", "zzz", jobs[0].source, {}, tmp_path / "x.ipynb")
