@@ -36,6 +36,7 @@ from recsae_core.data.dataset import Split
 from recsae_core.exposure import steered_lists
 from recsae_core.models.base import Recommender
 from recsae_core.sae.base import SparseAutoencoder
+from recsae_core.sae_eval import logit_effects
 from recsae_core.steer import Steer
 
 __all__ = ["ExploredSAE", "ExplorerConfig", "explore_sae", "feature_cards", "output_table", "payload_bytes"]
@@ -160,7 +161,7 @@ def feature_cards(
         return items_used.setdefault(int(item), len(items_used))
 
     atoms = sae.folded_copy().decoder_weight.detach().float().cpu()  # (M, D), input scaling folded in
-    effect_MI = atoms @ output_table(model).T
+    effect_MI = logit_effects(sae, output_table(model))  # P1 §1.7, the direct path
     atoms_n = torch.nn.functional.normalize(atoms, dim=1)
     dec_cos = atoms_n @ atoms_n.T
     dec_cos.fill_diagonal_(-2)

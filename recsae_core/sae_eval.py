@@ -66,6 +66,7 @@ __all__ = [
     "cached_activations",
     "cached_sae",
     "evaluate_sae",
+    "logit_effects",
     "sae_cache_key",
     "sae_source_fingerprint",
 ]
@@ -524,3 +525,19 @@ def evaluate_sae(
         rows_per_second=None if train_result is None else float(train_result.rows_per_second),
         **align,
     )
+
+
+def logit_effects(sae: SparseAutoencoder, output_table_ID: torch.Tensor) -> torch.Tensor:
+    """``(m, n_items)`` direct effect of each feature on each item's logit: ``W_unembed · d_j`` (P1 §1.7).
+
+    ``d_j`` is decoder atom ``j`` in the site's raw space (the scalar input normalisation folded in, so a
+    unit of activation moves the representation by ``d_j``); ``output_table_ID`` the item table scores are
+    dotted with (SASRec: :attr:`~recsae_core.models.sasrec.SASRec.output_table`, the tied item embeddings).
+    As in P1 this is the *direct* path: later blocks and the final LayerNorm between block 0 and the
+    output are ignored.
+    """
+    atoms_MD = sae.folded_copy().decoder_weight.detach().float().cpu()
+    table = torch.as_tensor(output_table_ID).detach().float().cpu()
+    if table.ndim != 2 or table.shape[1] != atoms_MD.shape[1]:
+        raise ValueError(f"output table must be (n_items, {atoms_MD.shape[1]}), got {tuple(table.shape)}")
+    return atoms_MD @ table.T

@@ -378,3 +378,47 @@ def test_steering_sweep_builds_cases_from_the_split(planted):
         steer.steering_sweep(
             world.model, "planted.user", sae, split, feat, [1.0], item_labels=world.item_groups
         )
+
+
+@pytest.mark.shared
+def test_cached_sae_and_evaluate_sae_on_a_real_ml100k_model(shared_data, tmp_path):
+    """The whole path on real data (ML-100k, a short BPR-MF): cached activations and SAE (a second call hits
+    and does not retrain), then one report whose numbers are consistent with each other."""
+    from recsae_core.cache import cached_fit
+    from recsae_core.data.loaders import load_dataset
+    from recsae_core.data.splits import leave_one_out
+    from recsae_core.models.base import UserBatch
+    from recsae_core.sae import TopKConfig, TrainConfig
+
+    ds = load_dataset("ml-100k", download=False, progress=False)
+    split = leave_one_out(ds, seed=0)
+    fit = cached_fit("bprmf", split, {"epochs": 3, "valid_users": 200}, progress=False, cache_dir=tmp_path)
+    model = fit.model.eval()
+    users = UserBatch(torch.arange(ds.n_users))  # a two-tower user site: one row per user
+    acts = sae_eval.cached_activations(model, "bprmf.user", users, progress=False, cache_dir=tmp_path)
+    assert acts.acts.shape == (ds.n_users, model.item_table().shape[1])
+    cfg = TopKConfig(d_in=acts.acts.shape[1], n_latents=128, k=8)
+    tc = TrainConfig(steps=400, batch_size=128, warmup_steps=0)
+    first = sae_eval.cached_sae(acts, cfg, tc, seed=0, cache_dir=tmp_path, progress=False)
+    second = sae_eval.cached_sae(acts, cfg, tc, seed=0, cache_dir=tmp_path, progress=False)
+    assert (first.meta["cache_hit"], second.meta["cache_hit"]) == (False, True)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first.sae.state_dict().values(), second.sae.state_dict().values(), strict=True)
+    )
+    rep = sae_eval.evaluate_sae(
+        second.sae,
+        model,
+        "bprmf.user",
+        split,
+        ks=(10,),
+        train_result=second,
+    )
+    assert rep.n_rows == ds.n_users and rep.l0 <= 8 + 1e-6
+    assert 0.5 < rep.explained_variance <= 1.0 and abs(rep.fvu - (1 - rep.explained_variance)) < 0.1
+    base, spliced = rep.accuracy["base"]["ndcg@10"], rep.accuracy["spliced"]["ndcg@10"]
+    assert base > 0.02 and spliced > 0.5 * base  # a trained SAE keeps most of the ranking
+    assert rep.accuracy["spliced_keep_error"]["ndcg@10"] == base  # the error term restores the model exactly
+    assert rep.train_seconds == second.seconds and rep.rows_per_second == second.rows_per_second
+    frame = rep.to_frame()
+    assert len(frame) == 1 and frame["base_ndcg@10"].iloc[0] == base

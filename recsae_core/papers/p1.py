@@ -33,6 +33,9 @@ import torch
 from recsae_core import metrics
 from recsae_core.models.base import Recommender
 from recsae_core.sae.base import SparseAutoencoder
+from recsae_core.sae_eval import (
+    logit_effects,  # P1 §1.7's logit effect; re-exported here (the explorer uses it too)
+)
 
 __all__ = [
     "ALPHAS",
@@ -373,22 +376,6 @@ def activation_split_summary(split: pd.DataFrame, threshold: float = 0.0) -> pd.
 
 # ---------------------------------------------------------------------------------------- logit effect
 @torch.no_grad()
-def logit_effects(sae: SparseAutoencoder, output_table_ID: torch.Tensor) -> torch.Tensor:
-    """``(m, n_items)`` direct effect of each feature on each item's logit: ``W_unembed · d_j`` (P1 §1.7).
-
-    ``d_j`` is decoder atom ``j`` in the site's raw space (the scalar input normalisation folded in, so a
-    unit of activation moves the representation by ``d_j``); ``output_table_ID`` the item table scores are
-    dotted with (SASRec: :attr:`~recsae_core.models.sasrec.SASRec.output_table`, the tied item embeddings).
-    As in P1 this is the *direct* path: later blocks and the final LayerNorm between block 0 and the
-    output are ignored.
-    """
-    atoms_MD = sae.folded_copy().decoder_weight.detach().float().cpu()
-    table = torch.as_tensor(output_table_ID).detach().float().cpu()
-    if table.ndim != 2 or table.shape[1] != atoms_MD.shape[1]:
-        raise ValueError(f"output table must be (n_items, {atoms_MD.shape[1]}), got {tuple(table.shape)}")
-    return atoms_MD @ table.T
-
-
 def logit_effect_by_label(effects_MI: Any, item_labels: Any, label_names: Sequence[str]) -> pd.DataFrame:
     """``(m, G)`` frame: each feature's logit effect averaged over the items of each label (P1 §1.7, §1.10:
     the Western feature's mean effect on Western items is +0.447). Labels without items give NaN."""
