@@ -56,7 +56,10 @@ class Visit:
             route.abort()
 
     def open(self, path: str):
+        # networkidle can fire while a large page (an explorer's inline data) is still being parsed, before
+        # its figures exist (a flaky count of 2 of 3 images): wait for "load" too (all parsed, images loaded)
         self.page.goto(f"{self.base}/{path}.html", wait_until="networkidle")
+        self.page.wait_for_load_state("load")
         return self.page
 
     def unexpected_errors(self) -> list[str]:
