@@ -17,7 +17,7 @@ from recsae_core.data.splits import leave_one_out
 from recsae_core.models.base import UserBatch
 from recsae_core.models.sasrec import SASRec, SASRecConfig
 from recsae_core.papers import p2
-from recsae_core.synthetic import PlantedRecommender, planted_world
+from recsae_core.synthetic import PlantedRecommender, planted_split, planted_world
 
 D, M = 16, 64
 
@@ -227,29 +227,10 @@ class OffsetPlanted(PlantedRecommender):
         return rep + self.offset if site == "planted.user" else rep
 
 
-def _planted_split(world) -> object:
-    r, c = torch.nonzero(world.seqs > 0, as_tuple=True)
-    users = torch.cat([r, world.users]).numpy()
-    items = torch.cat([world.seqs[r, c] - 1, world.targets]).numpy()
-    ts = torch.cat([c, torch.full((len(world.users),), world.seqs.shape[1])]).numpy()
-    inter = pd.DataFrame({"user": users, "item": items, "rating": np.float32(1.0), "timestamp": ts})
-    n_items = world.model.n_items
-    items_df = pd.DataFrame(
-        {
-            "item_id": np.arange(n_items),
-            "title": [f"i{i}" for i in range(n_items)],
-            "year": pd.array([pd.NA] * n_items, dtype="Int64"),
-        }
-    )
-    users_df = pd.DataFrame({"user_id": np.arange(len(world.users))})
-    names = [f"g{g}" for g in range(world.item_groups.shape[1])]
-    return leave_one_out(RecDataset("planted", inter, items_df, world.item_groups.numpy(), names, users_df))
-
-
 @pytest.fixture(scope="module")
 def planted_p2():
     world = planted_world(n_users=600, n_groups=40, d=48, seed=0)
-    split = _planted_split(world)
+    split = planted_split(world)
     items = torch.cat([world.model.item_emb.detach(), torch.zeros(world.model.n_items, 16)], 1)
     offset = torch.zeros(64)
     offset[48:] = 3.0 / 4.0  # norm 3, in the 16 dimensions no item uses
