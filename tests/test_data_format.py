@@ -211,3 +211,16 @@ def test_p2_temporal_order():
     assert s.train["timestamp"].max() < s.valid["timestamp"].min()
     assert s.valid["timestamp"].max() < s.test["timestamp"].min()
     assert set(s.test["item"]) <= set(s.train["item"])
+
+
+def test_ml100k_year_is_the_films_year_from_the_title(tmp_path):
+    """u.item's release date of an old film is often a re-release (Return of the Jedi: 14-Mar-1997); the
+    film's year is the one in its title (as ML-1M and P2's item text use); the date fills a title without."""
+    d = write_ml100k(tmp_path, GOOD)
+    (d / "u.item").write_text(
+        "1|Return of the Jedi (1983)|14-Mar-1997||http://x|0|1|0\n"
+        "2|Untitled|01-Jan-1994||http://x|1|0|0\n"
+        "3|Four Rooms (1995)|||http://x|0|0|1\n"
+    )
+    ds = load_ml_100k(d)
+    assert ds.items["year"].tolist() == [1983, 1994, 1995]

@@ -351,7 +351,9 @@ def _movielens_year(titles: pd.Series) -> pd.Series:
 def load_ml_100k(data_dir: str | os.PathLike) -> RecDataset:
     """MovieLens-100k from ``u.data``, ``u.item``, ``u.user``, ``u.genre`` in ``data_dir``.
 
-    Labels: the 19 genre flags of ``u.item`` (names from ``u.genre``, including "unknown").
+    Labels: the 19 genre flags of ``u.item`` (names from ``u.genre``, including "unknown"). ``year`` is the
+    film's year from its title ("Return of the Jedi (1983)"), as for ML-1M; the release date, which for
+    older films is often a 1990s re-release (14-Mar-1997 for that one), only fills titles without a year.
     """
     d = Path(data_dir)
     inter = _read_table(
@@ -372,8 +374,8 @@ def load_ml_100k(data_dir: str | os.PathLike) -> RecDataset:
     if not np.isin(flags, (0, 1)).all():
         i = int(np.flatnonzero(~np.isin(flags, (0, 1)).all(axis=1))[0])
         raise DataFormatError(d / "u.item", i + 1, item_fmt, "a genre flag other than 0/1")
-    year = pd.to_datetime(items["release"], format="%d-%b-%Y", errors="coerce").dt.year.astype("Int64")
-    year = year.fillna(_movielens_year(items["title"]))
+    released = pd.to_datetime(items["release"], format="%d-%b-%Y", errors="coerce").dt.year.astype("Int64")
+    year = _movielens_year(items["title"]).fillna(released)
     items_meta = pd.DataFrame(
         {"title": items["title"].to_numpy(), "year": year.array},
         index=pd.Index(items["item_id"].to_numpy(), name="item_id"),
