@@ -51,7 +51,8 @@ What a run does:
    a **generated** ``_toc.yml`` (the root one, keeping only this run's chapters and datasets, in the root
    file's order; datasets the root file does not list are appended) that holds this run's pages **and every
    page executed earlier for the same profile** (so ``--chapter X`` re-executes X only and the book stays
-   whole), ``book/`` pages, a generated
+   whole), ``book/`` pages (the root page with the reproduction scoreboard of the built pages in place of
+   its ``<!-- recsae:scoreboard -->`` line: :mod:`recsae_core.scoreboard`), a generated
    ``chapters/<chapter>/index.md`` per chapter, and the executed notebooks. It then runs
    ``jupyter-book build <src> --path-output <output> --toc <src>/_toc.yml -W -n --keep-going``, so a
    ``--chapter``/``--dataset`` subset still builds with warnings as errors. The HTML lands in
@@ -742,10 +743,44 @@ def _index_page(ch: Chapter, executed: bool = True) -> str:
     return f"# {ch.title}\n\n{ch.description}\n\nOne page per dataset:\n\n```{{tableofcontents}}\n```\n"
 
 
+def _with_scoreboard(
+    text: str, root_page: str, toc: dict[str, Any], jobs: Sequence[Job], profile: str
+) -> str:
+    """``text`` (the root page) with its :data:`recsae_core.scoreboard.MARKER` line replaced by the
+    reproduction scoreboard of ``jobs``' executed pages (claims read from the notebooks, so a page skipped as
+    unchanged keeps its claims); ``text`` unchanged when it has no marker."""
+    from . import scoreboard
+
+    if scoreboard.MARKER not in text:
+        return text
+    listed = toc_chapters(toc)
+    names = [c for c, _ in listed]
+    sections = dict(listed)
+    specs = [s for s in scoreboard.all_specs() if s.chapter in names]
+    pages = {(j.chapter, j.dataset): scoreboard.read_claims(j.executed) for j in jobs if j.chapter in names}
+
+    def rank(page: tuple[str, str]) -> tuple[int, int, str]:
+        ds = sections[page[0]]
+        return names.index(page[0]), ds.index(page[1]) if page[1] in ds else len(ds), page[1]
+
+    rows = scoreboard.scoreboard_rows(specs, pages, sorted(pages, key=rank))
+    board = scoreboard.render_html(rows, prefix="../" * root_page.count("/"), profile=profile)
+    return text.replace(scoreboard.MARKER, board.rstrip("\n"))
+
+
 def assemble_source(
-    root: Path, output: Path, toc: dict[str, Any], jobs: Sequence[Job], chapters: dict[str, Chapter]
+    root: Path,
+    output: Path,
+    toc: dict[str, Any],
+    jobs: Sequence[Job],
+    chapters: dict[str, Chapter],
+    profile: str = "",
 ) -> Path:
-    """Lay out the Jupyter Book source tree in ``<output>/_build/src``; return it."""
+    """Lay out the Jupyter Book source tree in ``<output>/_build/src``; return it.
+
+    The root page (``book/intro.md``) gets the reproduction scoreboard of ``jobs``' pages in place of its
+    :data:`recsae_core.scoreboard.MARKER` line (``profile`` is named above the table).
+    """
     src = output / "_build" / "src"
     vendor = root / "book" / "_vendor"
     if not (vendor / "html-manager" / "embed-amd.js").is_file():
@@ -772,7 +807,13 @@ def assemble_source(
             or path.suffix == ".ipynb"
         ):
             continue
-        _sync_file(path, src / "book" / rel)
+        if path.suffix == ".md" and f"book/{rel.with_suffix('').as_posix()}" == str(toc.get("root", "")):
+            page = path.read_text(encoding="utf-8")
+            _write_if_changed(
+                src / "book" / rel, _with_scoreboard(page, str(toc["root"]), toc, jobs, profile)
+            )
+        else:
+            _sync_file(path, src / "book" / rel)
         wanted.add(src / "book" / rel)
     link = src / "book" / "_vendor"
     if not link.is_symlink() or link.resolve() != vendor.resolve():
@@ -929,7 +970,7 @@ def run_book(
             + (f", with {kept} page(s) executed earlier for profile {profile!r}" if kept else "")
             + " ..."
         )
-        src = assemble_source(root, output, toc, pages, loaded)
+        src = assemble_source(root, output, toc, pages, loaded, profile=profile)
         html = build_html(src, output)
         summary["html"] = html
         summary["build_seconds"] = time.perf_counter() - t0

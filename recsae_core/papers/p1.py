@@ -1155,3 +1155,113 @@ def recipe_comparison(
             }
         )
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- scoreboard
+_P1_ML1M = ("ml-1m-prefix", "ml-1m")
+_P1_ANCHOR = "paper-vs-recsae"  # the section "8. Paper vs recsae" of the chapter's pages
+
+
+def _p1_spec(key: str, claim: str, paper_value: str, rule: Any, **kw: Any) -> Any:
+    from recsae_core.scoreboard import ClaimSpec
+
+    return ClaimSpec(f"p1.{key}", "P1", claim, paper_value, rule, "p1_sequential", _P1_ANCHOR, **kw)
+
+
+def _p1_scoreboard() -> tuple[Any, ...]:
+    from recsae_core.scoreboard import at_least, at_most, not_comparable
+
+    ratio, drop = P1_STEERING_POINT
+    return (
+        _p1_spec(
+            "ev",
+            "SAE reconstruction of block 0: explained variance",
+            f"{P1_ML1M_DEV['explained_variance']:.3f} (ML-1M dev)",
+            at_least(0.97, 0.9),
+            datasets=_P1_ML1M,
+        ),
+        _p1_spec(
+            "mmc",
+            "SAE features align with genres: mean over genres of the max correlation",
+            f"{P1_ML1M_DEV['mean_max_corr']:.3f} (ML-1M dev)",
+            at_least(P1_ML1M_DEV["mean_max_corr"]),
+            datasets=_P1_ML1M,
+        ),
+        _p1_spec(
+            "ratio",
+            "SAE features align better than raw neurons (ratio of mean max correlations)",
+            f"{P1_ML20M['mean_max_corr'] / P1_ML20M['neuron_mean_max_corr']:.2f}× (ML-20M); target ≥ 1.8×",
+            at_least(1.8),
+            datasets=_P1_ML1M,
+        ),
+        _p1_spec(
+            "steer",
+            f"Steering the Sci-Fi feature: share of top-10 × {ratio:.1f} for at most −{drop:.0%} NDCG@10",
+            f"× {ratio:.1f} for −{drop:.0%} (ML-20M, α 0 → +10)",
+            at_least(ratio),
+            datasets=_P1_ML1M,
+            note="best α > 0 within P1's NDCG drop; α = 0 = SAE spliced in (P1's meaning)",
+        ),
+        _p1_spec(
+            "spliced",
+            "Splicing the SAE in (error term dropped) keeps NDCG@10: relative change",
+            "not reported; issue #14 target within 5 %",
+            at_most(0.05),
+            datasets=_P1_ML1M,
+        ),
+        _p1_spec(
+            "ml20m",
+            "The paper's main results on ML-20M and Music4All (EV 0.977; correlation 0.279 vs neurons 0.139)",
+            "ML-20M: 0.977 / 0.279 / 0.139",
+            not_comparable("ML-20M and Music4All are not among this book's datasets"),
+            anywhere=True,
+        ),
+    )
+
+
+#: The P1 claims the front page's scoreboard scores (:mod:`recsae_core.scoreboard`), measured by :func:`claims`.
+SCOREBOARD: tuple[Any, ...] = _p1_scoreboard()
+
+
+def claims(
+    dataset: str,
+    report: Any,
+    fvn: pd.DataFrame,
+    curves: pd.DataFrame | None,
+    model: str = "sasrec",
+    *,
+    label: str = "Sci-Fi",
+    k: int = 10,
+) -> list[Any]:
+    """The page's numbers as scoreboard claims (:data:`SCOREBOARD`): ``report`` (:func:`evaluate_sae`),
+    ``fvn`` (:func:`features_vs_neurons`) and ``curves`` (:func:`steering_curves`) of ``model``'s SAE."""
+    spec = {s.key.split(".", 1)[1]: s for s in SCOREBOARD}
+    who = f" ({model})"
+    mmc, nmmc = float(fvn.attrs["sae_mean_max_corr"]), float(fvn.attrs["neuron_mean_max_corr"])
+    out = [
+        spec["ev"].measure(
+            report.explained_variance, f"{report.explained_variance:.3f}{who}", dataset=dataset
+        ),
+        spec["mmc"].measure(mmc, f"{mmc:.3f}{who}", dataset=dataset),
+        spec["ratio"].measure(mmc / nmmc, f"{mmc / nmmc:.2f}× ({mmc:.3f} / {nmmc:.3f})", dataset=dataset),
+    ]
+    t = steering_tradeoff(curves) if curves is not None else pd.DataFrame()
+    row = t[(t["label"] == label) & (t["meaning"] == "p1")] if len(t) else t
+    if not len(row):
+        out.append(
+            spec["steer"].measure(None, None, dataset=dataset, note=f"{label} was not steered on this page")
+        )
+    elif row["alpha"].isna().iloc[0]:
+        out.append(spec["steer"].measure(0.0, "no α > 0 stays within the NDCG drop", dataset=dataset))
+    else:
+        r = row.iloc[0]
+        text = f"× {r.share_ratio:.2f} for −{r.ndcg_drop:.0%} at α = {r.alpha:g} ({r.share_0:.3f} → {r.share:.3f})"
+        out.append(spec["steer"].measure(float(r.share_ratio), text, dataset=dataset))
+    acc = report.accuracy
+    base, spliced = acc["base"][f"ndcg@{k}"], acc["spliced"][f"ndcg@{k}"]
+    change = (spliced - base) / base if base else float("nan")
+    out.append(
+        spec["spliced"].measure(abs(change), f"{change:+.1%} ({base:.4f} → {spliced:.4f})", dataset=dataset)
+    )
+    out.append(spec["ml20m"].measure(None, "—", dataset=dataset))
+    return out

@@ -623,3 +623,143 @@ def paper_vs_recsae(recon: Any, dataset: str, split_name: str, k: int = 8) -> An
             }
         )
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- scoreboard
+_P2_ML1M = ("ml-1m-prefix", "ml-1m")
+_P2_ANCHOR = "p2-vs-recsae"  # the section "P2 vs recsae" of the chapter's pages
+
+
+def _p2_scoreboard() -> tuple[Any, ...]:
+    from recsae_core.scoreboard import ClaimSpec, at_least, at_most, within
+
+    def spec(key: str, claim: str, paper_value: str, rule: Any, **kw: Any) -> ClaimSpec:
+        return ClaimSpec(f"p2.{key}", "P2", claim, paper_value, rule, "p2_recsae", _P2_ANCHOR, **kw)
+
+    split_note = "P2: ML_1MTOPK, a global temporal split with 226 test users; ours: the page's split"
+    return (
+        spec(
+            "base_ndcg",
+            "Base SASRec: NDCG@10 on ML-1M",
+            "0.0882 (ML_1MTOPK test)",
+            within(0.0882, 0.15),
+            datasets=_P2_ML1M,
+            note=split_note,
+        ),
+        spec(
+            "base_hr",
+            "Base SASRec: HR@10 on ML-1M",
+            "0.1611 (ML_1MTOPK test)",
+            within(0.1611, 0.15),
+            datasets=_P2_ML1M,
+            note=split_note,
+        ),
+        spec(
+            "stable",
+            '"Stable reconstruction": spliced NDCG@10, worst relative change over the models (k = 8)',
+            '"stable"; issue #10 target within 5 %',
+            at_most(0.05),
+            datasets=_P2_ML1M,
+            anywhere=True,
+        ),
+        spec(
+            "untrained",
+            "An untrained SAE spliced in destroys accuracy: smallest NDCG@10 loss over the models",
+            "SASRec HR@5 0.1061 → 0.0028, NDCG@5 0.0704 → 0.0015 (−98 %)",
+            at_least(0.9),
+            datasets=_P2_ML1M,
+            anywhere=True,
+        ),
+        spec(
+            "confidence",
+            "BPR-MF latents with a confident description (confidence ≥ 0.8), share",
+            "counts per model; issue #10 target ≥ 1/3",
+            at_least(1 / 3),
+            datasets=("ml-1m-notime", "ml-1m", "ml-1m-prefix"),
+            note="P2 describes with an LLM; here a metadata explainer",
+        ),
+        spec(
+            "coherence",
+            "Trained-SAE latents are more coherent than raw dimensions and an untrained SAE "
+            "(share of models)",
+            "RecSAE above recModel and Init (coherence table)",
+            at_least(1.0, 0.5),
+            datasets=("ml-1m-notime", "ml-1m", "ml-1m-prefix"),
+            anywhere=True,
+        ),
+    )
+
+
+#: The P2 claims the front page's scoreboard scores (:mod:`recsae_core.scoreboard`), measured by :func:`claims`.
+SCOREBOARD: tuple[Any, ...] = _p2_scoreboard()
+
+
+def claims(
+    dataset: str,
+    recon: Any,
+    k: int,
+    concept: Mapping[tuple[str, int], tuple[Any, Any]] | None = None,
+    coherence: Mapping[str, Any] | None = None,
+) -> list[Any]:
+    """The page's numbers as scoreboard claims (:data:`SCOREBOARD`): ``recon`` (:func:`reconstruction_table`)
+    at SAE size ``k``, ``concept`` ((model, k) → :func:`concept_scores`) and ``coherence`` (model →
+    :func:`recsae_core.concepts.coherence_summary`)."""
+    spec = {s.key.split(".", 1)[1]: s for s in SCOREBOARD}
+
+    def ndcg(model: str, variant: str) -> float:
+        sel = recon[(recon["model"] == model) & (recon["variant"] == variant)]
+        sel = sel if variant == "base" else sel[sel["k"] == k]
+        return float(sel["NDCG@10"].iloc[0]) if len(sel) else float("nan")
+
+    out = []
+    models = list(dict.fromkeys(recon["model"]))
+    base = recon[(recon["model"] == "sasrec") & (recon["variant"] == "base")]
+    for key, col in (("base_ndcg", "NDCG@10"), ("base_hr", "HR@10")):
+        v = float(base[col].iloc[0]) if len(base) else None
+        out.append(
+            spec[key].measure(
+                v,
+                None if v is None else f"{v:.4f}",
+                dataset=dataset,
+                note="" if len(base) else "no SASRec on this page",
+            )
+        )
+    rel = {m: (ndcg(m, "SAE") - ndcg(m, "base")) / ndcg(m, "base") for m in models}
+    worst = max(rel, key=lambda m: abs(rel[m])) if rel else None
+    out.append(
+        spec["stable"].measure(
+            abs(rel[worst]) if worst else None,
+            ", ".join(f"{m} {r:+.1%}" for m, r in rel.items()) if rel else None,
+            dataset=dataset,
+        )
+    )
+    loss = {m: -(ndcg(m, "untrained SAE") - ndcg(m, "base")) / ndcg(m, "base") for m in models}
+    least = min(loss, key=lambda m: loss[m]) if loss else None
+    out.append(
+        spec["untrained"].measure(
+            loss[least] if least else None,
+            ", ".join(f"{m} −{v:.0%}" for m, v in loss.items()) if loss else None,
+            dataset=dataset,
+        )
+    )
+    if concept and ("bprmf", k) in concept:
+        s = confidence_summary(concept[("bprmf", k)][1])
+        text = f"{s['share ≥ 0.8']:.2f} [{s['share lo']:.2f}, {s['share hi']:.2f}] of {s['latents']} latents"
+        out.append(spec["confidence"].measure(s["share ≥ 0.8"], text, dataset=dataset))
+    else:
+        out.append(spec["confidence"].measure(None, None, dataset=dataset, note="no BPR-MF on this page"))
+    if coherence:
+        wins = {}
+        for m, t in coherence.items():
+            c = t.set_index("variant")["coherence"]
+            wins[m] = bool(c["trained SAE"] > c["raw dimensions"] and c["trained SAE"] > c["untrained SAE"])
+        out.append(
+            spec["coherence"].measure(
+                sum(wins.values()) / len(wins),
+                ", ".join(f"{m} {'yes' if w else 'no'}" for m, w in wins.items()),
+                dataset=dataset,
+            )
+        )
+    else:
+        out.append(spec["coherence"].measure(None, None, dataset=dataset, note="coherence not computed"))
+    return out

@@ -1347,3 +1347,153 @@ def capped_epochs(
     data = p3_training_data(model, split, train_users, seed=seed)
     steps_per_epoch = len(data.pairs) / P3_BATCH_SIZE[_kind(model)]  # type: ignore[arg-type]
     return float(min(float(epochs), round(max_steps / steps_per_epoch, 2)))
+
+
+# ------------------------------------------------------------------------------------------- scoreboard
+_P3_ML1M = ("ml-1m-notime", "ml-1m")
+_P3_ANCHOR = "p3-vs-recsae"  # the section "P3 vs recsae" of the chapter's pages
+_P3_STEPS = {"promote": "up", "boost": "up", "suppress": "down"}
+
+
+def _p3_scoreboard() -> tuple[object, ...]:
+    from recsae_core.scoreboard import ClaimSpec, at_least, at_most, monotone, within
+
+    def spec(key: str, claim: str, paper_value: str, rule: object, **kw: object) -> ClaimSpec:
+        return ClaimSpec(
+            f"p3.{key}",
+            "P3",
+            claim,
+            paper_value,
+            rule,
+            "p3_monosemantic",
+            _P3_ANCHOR,  # type: ignore[arg-type]
+            datasets=_P3_ML1M,
+            **kw,
+        )  # type: ignore[arg-type]
+
+    steps = {
+        "promote": (
+            "Promoting an item through its Romance neuron raises its share of top-30 lists",
+            "rises with the value (Alice in Wonderland)",
+        ),
+        "boost": ("Boosting the Children's neuron of users under 18 raises the genre's share", "share rises"),
+        "suppress": (
+            "Suppressing the Horror neuron of Horror-heavy users lowers the genre's share",
+            "share falls",
+        ),
+    }
+    return (
+        *(
+            spec(
+                f"purity_{g.lower()}",
+                f"MF has a {g} neuron with purity 1.0 at K = 10, 20 and 50 (lowest K shown)",
+                "1.00 at every K",
+                at_least(1.0),
+            )
+            for g in ("Comedy", "Horror")
+        ),
+        spec(
+            "ncf_rbo",
+            "NCF fidelity: RBO of top-30 lists, held-out users",
+            "0.759 (ceiling 0.958)",
+            at_least(0.759),
+        ),
+        spec("ncf_tau", "NCF fidelity: Kendall τ-b of top-30 lists", "0.609", at_least(0.609)),
+        spec(
+            "mf_rbo", "MF fidelity: RBO of top-30 lists (β = 1)", "0.403 (Fig. 4 notebook)", at_least(0.403)
+        ),
+        spec(
+            "mf_l0",
+            "MF latents active per item",
+            "5.38 of 22",
+            within(5.38, 0.25, 1.0),
+            note="density rises with β here; P3's 5.38 comes with its RBO 0.403",
+        ),
+        spec(
+            "popularity",
+            "MF popularity neuron: mean popularity rank of its top items, share of the catalogue",
+            "595 of 3,706 = 0.161 (top-500)",
+            at_most(595 / 3706),
+        ),
+        spec(
+            "beta0",
+            "Without the prediction loss (β = 0) RBO and τ fall: share of (model, measure) pairs "
+            "lower at β = 0 than at β = 1",
+            "lower for MF and NCF (Fig. 4)",
+            at_least(1.0, 0.5),
+        ),
+        *(
+            spec(step, claim, paper, monotone(_P3_STEPS[step]), note="over the intervention's strengths")
+            for step, (claim, paper) in steps.items()
+        ),
+    )
+
+
+#: The P3 claims the front page's scoreboard scores (:mod:`recsae_core.scoreboard`), measured by :func:`claims`.
+SCOREBOARD: tuple[object, ...] = _p3_scoreboard()
+
+
+def claims(
+    dataset_name: str,
+    purity: Mapping[str, pd.DataFrame],
+    fid: Mapping[str, FidelityResult],
+    l0_items: Mapping[str, float],
+    pop: PopularityNeuron | None,
+    n_items: int,
+    steps: Mapping[str, pd.DataFrame],
+    ablation: pd.DataFrame | None = None,
+) -> list[object]:
+    """The page's numbers as scoreboard claims (:data:`SCOREBOARD`); the arguments are
+    :func:`paper_vs_recsae`'s, plus ``ablation`` (:func:`beta_ablation` rows with a ``model`` column)."""
+    spec = {s.key.split(".", 1)[1]: s for s in SCOREBOARD}  # type: ignore[attr-defined]
+    ds = dataset_name
+    out = []
+    for g in ("Comedy", "Horror"):
+        s = spec[f"purity_{g.lower()}"]
+        t = purity.get("mf")
+        if t is None or g not in t.index:
+            out.append(s.measure(None, None, dataset=ds, note=f"no MF or no {g} label on this page"))
+            continue
+        vals = [float(t.loc[g, c]) for c in t.columns if str(c).startswith("purity@")]
+        out.append(s.measure(min(vals), " / ".join(f"{v:.2f}" for v in vals), dataset=ds))
+    for m, key in (("ncf", "ncf_rbo"), ("ncf", "ncf_tau"), ("mf", "mf_rbo")):
+        f = fid.get(m)
+        v = None if f is None else (f.kendall_tau if key.endswith("tau") else f.rbo)
+        text = (
+            None if f is None else f"{v:.3f}" + ("" if key.endswith("tau") else f" (ceiling {f.ceiling:.3f})")
+        )
+        out.append(spec[key].measure(v, text, dataset=ds, note="" if f else f"no {m.upper()} on this page"))
+    v = l0_items.get("mf")
+    out.append(spec["mf_l0"].measure(v, None if v is None else f"{v:.2f}", dataset=ds))
+    out.append(
+        spec["popularity"].measure(
+            None if pop is None else pop.mean_rank / n_items,
+            None if pop is None else f"{pop.mean_rank:.0f} of {n_items:,} = {pop.mean_rank / n_items:.3f}",
+            dataset=ds,
+        )
+    )
+    if ablation is not None and len(ablation) and {0.0, 1.0} <= set(ablation["beta"].astype(float)):
+        lower, parts = [], []
+        for m, g in ablation.groupby("model", sort=False):
+            b = g.set_index("beta")
+            for col, name in (("rbo", "RBO"), ("kendall_tau", "τ")):
+                lower.append(float(b.loc[0.0, col]) < float(b.loc[1.0, col]))
+                parts.append(f"{m} {name} {b.loc[0.0, col]:.3f} vs {b.loc[1.0, col]:.3f}")
+        out.append(spec["beta0"].measure(sum(lower) / len(lower), "; ".join(parts), dataset=ds))
+    else:
+        out.append(spec["beta0"].measure(None, None, dataset=ds, note="no β = 0 and β = 1 runs on this page"))
+    for step in _P3_STEPS:
+        df = steps.get(step)
+        if df is None:
+            out.append(
+                spec[step].measure(None, None, dataset=ds, note="this intervention does not apply here")
+            )
+            continue
+        ed = df[df["setting"] != "original"]
+        share = [float(x) for x in ed["share"]]
+        text = (
+            f"{ed['setting'].iloc[0]}: {share[0]:.0%} → {ed['setting'].iloc[-1]}: {share[-1]:.0%}; "
+            f"NDCG@10 {float(df['ndcg@10'].iloc[0]):.3f} → {float(ed['ndcg@10'].iloc[-1]):.3f}"
+        )
+        out.append(spec[step].measure(share, text, dataset=ds))
+    return out
