@@ -16,7 +16,7 @@ from typing import Any
 from . import viz
 from .data.dataset import RecDataset
 
-__all__ = ["BaseModels", "RecommendationPanel", "SteeringPanel", "load_base_models"]
+__all__ = ["BaseModels", "PlaygroundPanel", "RecommendationPanel", "SteeringPanel", "load_base_models"]
 
 
 @dataclass
@@ -375,5 +375,188 @@ class SteeringPanel:
         self.output.value = (
             f"<p>{html.escape(self.who.value)} ({lists['user'].nunique()} users with a {self.part} item): "
             f"{html.escape(what)} + α = {a:g}.{share}</p>" + table
+        )
+        return self.output.value
+
+
+class PlaygroundPanel:
+    """The steering playground, live (:mod:`recsae_core.playground`): choose an SAE (dataset · model · site),
+    search its features by description, pick one, a user group or one user, and α; see the label shares,
+    NDCG@k and the top-k change. Each change calls :func:`recsae_core.playground.steering_grid` (error term
+    kept, so α = 0 is the base model) for α = 0 and the chosen α. The HTML book shows the precomputed
+    :func:`recsae_core.viz.playground.playground_html` instead.
+
+    Args:
+        entries: the SAEs (:class:`recsae_core.playground.PlaygroundSAE`, with ``catalog`` filled by
+            :func:`recsae_core.playground.describe_features`).
+        config: groups, α unit, k (:class:`recsae_core.playground.PlaygroundConfig`).
+    """
+
+    ONE_USER = "one user"
+
+    def __init__(self, entries: Sequence[Any], config: Any = None, *, alpha: float = 3.0) -> None:
+        import ipywidgets as w
+        import numpy as np
+
+        from .playground import PlaygroundConfig, describe_features, user_groups
+
+        if not entries:
+            raise ValueError("PlaygroundPanel needs at least one PlaygroundSAE")
+        self.entries, self.cfg = list(entries), config or PlaygroundConfig()
+        self._groups: dict[int, dict[str, Any]] = {}
+        for i, e in enumerate(self.entries):
+            if e.catalog is None:
+                e.catalog = describe_features(e.model, e.site, e.sae, e.split, e.part)
+            rng = np.random.default_rng(self.cfg.seed)
+            cand = np.unique(e.split.targets(e.part)["user"].to_numpy(np.int64))
+            sample = rng.choice(cand, size=min(self.cfg.n_users, len(cand)), replace=False)
+            self._groups[i] = user_groups(
+                e.split,
+                sample,
+                e.part,
+                heavy_labels=self.cfg.heavy_labels,
+                heavy_share=self.cfg.heavy_share,
+                history_quantile=self.cfg.history_quantile,
+            )
+        self.sae = w.Dropdown(
+            options=[(f"{e.dataset} · {e.name}", i) for i, e in enumerate(self.entries)], description="SAE"
+        )
+        self.search = w.Text(placeholder="words of the description or #id", description="search")
+        self.feature = w.Dropdown(options=[], description="feature", layout=w.Layout(width="60%"))
+        lo, hi = min(self.cfg.alphas), max(self.cfg.alphas)
+        unit = " (× max act)" if self.cfg.alpha_unit == "max_act" else ""
+        self.alpha = w.FloatSlider(
+            value=alpha, min=lo, max=hi, step=0.5, description=f"α{unit}", continuous_update=False
+        )
+        self.who = w.Dropdown(options=[], description="users")
+        self.user = w.IntText(value=0, description="user id")
+        self.output = w.HTML()
+        self.widget = w.VBox(
+            [
+                w.HBox([self.sae, self.search]),
+                w.HBox([self.feature, self.alpha]),
+                w.HBox([self.who, self.user]),
+                self.output,
+            ],
+            layout=w.Layout(width="100%"),
+        )
+        self._busy = False
+        self._set_sae(0)
+        self.sae.observe(lambda ch: self._set_sae(ch["new"]), names="value")
+        self.search.observe(lambda _: self._filter(), names="value")
+        for ctl in (self.feature, self.alpha, self.who, self.user):
+            ctl.observe(lambda _: self.update(), names="value")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _set_sae(self, i: int) -> None:
+        e = self.entries[i]
+        self._busy = True
+        try:
+            self.who.options = [*self._groups[i], self.ONE_USER]
+            self.who.value = next(iter(self._groups[i]))
+            first = int(e.split.targets(e.part)["user"].min())
+            self.user.value = int(e.split.dataset.users["user_id"].to_numpy()[first])
+            self._filter(update=False)
+        finally:
+            self._busy = False
+        self.update()
+
+    def _filter(self, update: bool = True) -> None:
+        """Feature options whose ``#id description`` contains the search words (live features first)."""
+        cat = self.entries[self.sae.value].catalog
+        cat = cat.sort_values(["density", "feature"], ascending=[False, True])
+        s = self.search.value.strip().lower()
+        text = "#" + cat["feature"].astype(str) + " " + cat["description"].str.lower()
+        hit = cat[text.str.contains(s, regex=False)] if s else cat
+        busy, self._busy = self._busy, True
+        try:
+            self.feature.options = [
+                (f"#{f} {d[:70] or '(no description)'}", int(f))
+                for f, d in zip(hit["feature"], hit["description"], strict=True)
+            ]
+        finally:
+            self._busy = busy
+        if update:
+            self.update()
+
+    def update(self) -> str:
+        """Re-compute the view for the current selection; returns (and shows) its HTML."""
+        import numpy as np
+        import pandas as pd
+
+        from .playground import steering_grid
+
+        if self._busy:
+            return self.output.value
+        e = self.entries[self.sae.value]
+        ds = e.split.dataset
+        if self.feature.value is None:
+            self.output.value = f"<p>No feature matches “{html.escape(self.search.value)}”.</p>"
+            return self.output.value
+        j = int(self.feature.value)
+        cat = e.catalog.set_index("feature")
+        unit = float(cat.loc[j, "max_act"]) if self.cfg.alpha_unit == "max_act" else 1.0
+        a = float(self.alpha.value) * unit
+        if self.who.value == self.ONE_USER:
+            hit = (ds.users["user_id"].to_numpy() == self.user.value).nonzero()[0]
+            if len(hit) == 0 or not (e.split.targets(e.part)["user"] == int(hit[0])).any():
+                self.output.value = (
+                    f"<p>User {self.user.value} has no held-out {e.part} item in {ds.name}.</p>"
+                )
+                return self.output.value
+            users, who = [int(hit[0])], f"user {self.user.value}"
+        else:
+            users, who = list(self._groups[self.sae.value][self.who.value]), self.who.value
+        g = steering_grid(
+            e.model, e.site, e.sae, e.split, j, sorted({0.0, a}), users=users, part=e.part, k=self.cfg.k
+        )
+        i0, i1 = g.alphas.index(0.0), g.alphas.index(a)
+        sh, nd = g.shares(), g.ndcg()
+        lab = int(np.argmax(np.abs(sh[i1] - sh[i0]))) if a != 0 else int(np.argmax(sh[i0]))
+        head = (
+            f"<p><b>#{j}</b>: {html.escape(cat.loc[j, 'description'] or '(no description)')}<br>"
+            f"{html.escape(who)}, α = {self.alpha.value:g}"
+            + (f" × {unit:.3g}" if unit != 1.0 else "")
+            + f": NDCG@{g.k} {nd[i0]:.4f} → <b>{nd[i1]:.4f}</b>; "
+            f"{html.escape(ds.label_names[lab])} share {sh[i0, lab]:.3f} → <b>{sh[i1, lab]:.3f}</b>.</p>"
+        )
+        shares = pd.DataFrame({"label": ds.label_names, "before": sh[i0], "after": sh[i1]})
+        shares = shares.assign(change=shares["after"] - shares["before"]).sort_values(
+            "change", key=abs, ascending=False
+        )
+        parts = [_frame_html(shares.head(8).round(3), f"label shares of the top-{g.k} (largest changes)")]
+        titles = ds.items["title"].to_numpy()
+        if len(users) == 1:
+            for idx, cap in ((i0, "before (α = 0, base model)"), (i1, f"after (α = {self.alpha.value:g})")):
+                items = g.top[idx, 0]
+                parts.append(
+                    _frame_html(
+                        pd.DataFrame(
+                            {
+                                "rank": range(1, g.k + 1),
+                                "title": titles[items],
+                                "labels": viz.item_labels_text(ds, items),
+                            }
+                        ),
+                        f"top-{g.k} {cap}",
+                    )
+                )
+        else:
+            ent, left = g.changes(i1, None, self.cfg.n_changes)
+            for pairs, cap in ((ent, "entering"), (left, "leaving")):
+                parts.append(
+                    _frame_html(
+                        pd.DataFrame(
+                            {"title": [titles[i] for i, _ in pairs], "lists": [c for _, c in pairs]}
+                        ),
+                        f"items {cap} the most top-{g.k} lists",
+                    )
+                )
+        self.output.value = (
+            head + '<div style="display:flex;gap:16px;flex-wrap:wrap">' + "".join(parts) + "</div>"
         )
         return self.output.value
