@@ -700,10 +700,14 @@ def claims(
     k: int,
     concept: Mapping[tuple[str, int], tuple[Any, Any]] | None = None,
     coherence: Mapping[str, Any] | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> list[Any]:
     """The page's numbers as scoreboard claims (:data:`SCOREBOARD`): ``recon`` (:func:`reconstruction_table`)
     at SAE size ``k``, ``concept`` ((model, k) → :func:`concept_scores`) and ``coherence`` (model →
-    :func:`recsae_core.concepts.coherence_summary`)."""
+    :func:`recsae_core.concepts.coherence_summary`); ``n_boot``, ``seed``: the share's bootstrap interval, as
+    the page's :func:`confidence_summary` table computes it."""
     spec = {s.key.split(".", 1)[1]: s for s in SCOREBOARD}
 
     def ndcg(model: str, variant: str) -> float:
@@ -743,7 +747,7 @@ def claims(
         )
     )
     if concept and ("bprmf", k) in concept:
-        s = confidence_summary(concept[("bprmf", k)][1])
+        s = confidence_summary(concept[("bprmf", k)][1], n_boot=n_boot, seed=seed)
         text = f"{s['share ≥ 0.8']:.2f} [{s['share lo']:.2f}, {s['share hi']:.2f}] of {s['latents']} latents"
         out.append(spec["confidence"].measure(s["share ≥ 0.8"], text, dataset=dataset))
     else:
