@@ -68,6 +68,10 @@ MIME = "application/vnd.recsae.claims+json"
 MARKER = "<!-- recsae:scoreboard -->"
 #: rounding slack of the rules' comparisons (a change of exactly −5 % computed as −5.000000000000004 %).
 _EPS = 1e-9
+#: column widths of the front page's table (paper, claim, paper's number, ours, dataset, status).
+_COLGROUP = (
+    "<colgroup>" + "".join(f'<col style="width:{w}%">' for w in (5, 33, 17, 17, 14, 14)) + "</colgroup>\n"
+)
 _COLOURS = {"reproduced": "#1a7f37", "partly": "#9a6700", "not": "#cf222e", "not comparable": "#57606a"}
 
 
@@ -114,7 +118,7 @@ class AtLeast(Rule):
 
     @property
     def text(self) -> str:
-        return f"reproduced at ≥ {self.target:.3g}, partly at ≥ {self.partly:.3g}"
+        return f"≥ {self.target:.3g}; partly ≥ {self.partly:.3g}"
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ class AtMost(Rule):
 
     @property
     def text(self) -> str:
-        return f"reproduced at ≤ {self.target:.3g}, partly at ≤ {self.partly:.3g}"
+        return f"≤ {self.target:.3g}; partly ≤ {self.partly:.3g}"
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ class Within(Rule):
 
     @property
     def text(self) -> str:
-        return f"reproduced within ±{self.rel:.0%} of {self.target:.3g}, partly within ±{self.partly_rel:.0%}"
+        return f"±{self.rel:.0%} of {self.target:.3g}; partly ±{self.partly_rel:.0%}"
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,7 @@ class Monotone(Rule):
     @property
     def text(self) -> str:
         word = "rises" if self.direction == "up" else "falls"
-        return f"reproduced when it {word} at every step, partly when it {word} overall"
+        return f"{word} at every step; partly: {word} overall"
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,7 @@ class NotComparable(Rule):
 
     @property
     def text(self) -> str:
-        return f"not comparable: {self.why}"
+        return self.why
 
 
 def at_least(target: float, partly: float | None = None) -> AtLeast:
@@ -327,7 +331,7 @@ class ClaimSpec:
                 ours = "—" if value is None else f"{value:.3g}" if not isinstance(value, list) else str(value)
         if not self.comparable_on(dataset) and not isinstance(self.rule, NotComparable):
             where = ", ".join(self.datasets) or "the paper's data"
-            note = "; ".join(x for x in (note, f"the paper's number applies on {where}") if x)
+            note = "; ".join(x for x in (note, f"the paper's number is for {where}") if x)
         return Claim(
             key=self.key,
             paper=self.paper,
@@ -513,7 +517,7 @@ def render_html(rows: Sequence[Row], *, prefix: str = "../", profile: str = "") 
             dataset = (
                 f'<a href="{_link(prefix, c.chapter, c.dataset, c.anchor)}">{html.escape(c.dataset)}</a>'
             )
-            if r.others:
+            if r.others and not isinstance(s.rule, NotComparable):
                 dataset += (
                     '<br><small style="color:#57606a">also: '
                     + "; ".join(
@@ -533,9 +537,11 @@ def render_html(rows: Sequence[Row], *, prefix: str = "../", profile: str = "") 
             f"<td>{html.escape(s.paper_value)}</td><td>{ours}</td><td>{dataset}</td><td>{status}</td></tr>"
         )
     return (
-        '<div class="recsae-scoreboard">\n'
+        '<div class="recsae-scoreboard full-width">\n'
         + head
-        + '<table class="table recsae-table recsae-scoreboard-table">\n<thead><tr><th>paper</th><th>claim</th>'
+        + '<table class="table recsae-table recsae-scoreboard-table" style="font-size:0.85em;width:100%">\n'
+        + _COLGROUP
+        + "<thead><tr><th>paper</th><th>claim</th>"
         "<th>paper's number</th><th>ours</th><th>dataset</th><th>status</th></tr></thead>\n<tbody>\n"
         + "\n".join(body)
         + "\n</tbody>\n</table>\n</div>\n"

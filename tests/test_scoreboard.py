@@ -96,7 +96,7 @@ def test_measure_scores_only_on_comparable_datasets():
     assert (on.status, on.rule_status, on.ours) == ("reproduced", "reproduced", "0.7")
     off = s.measure(0.7, "0.700", dataset="ml-100k")
     assert (off.status, off.rule_status) == ("not comparable", "reproduced")
-    assert "applies on ml-1m-prefix" in off.note
+    assert "is for ml-1m-prefix" in off.note
     missing = s.measure(float("nan"), None, dataset="ml-1m-prefix", note="no SASRec")
     assert (missing.status, missing.value, missing.ours) == ("not comparable", None, "not measured")
     assert "no SASRec" in missing.note
@@ -313,7 +313,7 @@ def test_assemble_source_writes_the_scoreboard_into_the_root_page(tmp_path):
     src = book.assemble_source(REPO, tmp_path / "out", toc, jobs, {}, profile="default")
     intro = (src / "book" / "intro.md").read_text()
     assert scoreboard.MARKER not in intro
-    table = intro[intro.index('<div class="recsae-scoreboard">') :]
+    table = intro[intro.index('<div class="recsae-scoreboard') :]
     rows = re.findall(r'<tr data-claim="([^"]+)">(.*?)</tr>', table)
     assert [k for k, _ in rows] == [s.key for s in scoreboard.all_specs()]
     ev = dict(rows)["p1.ev"]
