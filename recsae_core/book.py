@@ -52,7 +52,7 @@ What a run does:
    file's order; datasets the root file does not list are appended) that holds this run's pages **and every
    page executed earlier for the same profile** (so ``--chapter X`` re-executes X only and the book stays
    whole), ``book/`` pages (the root page with the reproduction scoreboard of the built pages in place of
-   its ``<!-- recsae:scoreboard -->`` line: :mod:`recsae_core.scoreboard`), a generated
+   its ``<!-- recsae:scoreboard -->`` line: :mod:`recsae_core.frontpage`), a generated
    ``chapters/<chapter>/index.md`` per chapter, and the executed notebooks. It then runs
    ``jupyter-book build <src> --path-output <output> --toc <src>/_toc.yml -W -n --keep-going``, so a
    ``--chapter``/``--dataset`` subset still builds with warnings as errors. The HTML lands in
@@ -106,7 +106,7 @@ PROFILES = ("smoke", "default", "paper")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: files of the package that never run inside a chapter's kernel (left out of the source hash).
-_NOT_IN_KERNEL = {"book.py", "cli.py"}
+_NOT_IN_KERNEL = {"book.py", "cli.py", "frontpage.py"}
 _CHAPTER_ENTRY = re.compile(r"^chapters/(?P<chapter>[A-Za-z0-9_\-]+)/index$")
 _VERSIONED = (
     "torch",
@@ -746,26 +746,26 @@ def _index_page(ch: Chapter, executed: bool = True) -> str:
 def _with_scoreboard(
     text: str, root_page: str, toc: dict[str, Any], jobs: Sequence[Job], profile: str
 ) -> str:
-    """``text`` (the root page) with its :data:`recsae_core.scoreboard.MARKER` line replaced by the
+    """``text`` (the root page) with its :data:`recsae_core.frontpage.MARKER` line replaced by the
     reproduction scoreboard of ``jobs``' executed pages (claims read from the notebooks, so a page skipped as
     unchanged keeps its claims); ``text`` unchanged when it has no marker."""
-    from . import scoreboard
+    from . import frontpage, scoreboard
 
-    if scoreboard.MARKER not in text:
+    if frontpage.MARKER not in text:
         return text
     listed = toc_chapters(toc)
     names = [c for c, _ in listed]
     sections = dict(listed)
     specs = [s for s in scoreboard.all_specs() if s.chapter in names]
-    pages = {(j.chapter, j.dataset): scoreboard.read_claims(j.executed) for j in jobs if j.chapter in names}
+    pages = {(j.chapter, j.dataset): frontpage.read_claims(j.executed) for j in jobs if j.chapter in names}
 
     def rank(page: tuple[str, str]) -> tuple[int, int, str]:
         ds = sections[page[0]]
         return names.index(page[0]), ds.index(page[1]) if page[1] in ds else len(ds), page[1]
 
-    rows = scoreboard.scoreboard_rows(specs, pages, sorted(pages, key=rank))
-    board = scoreboard.render_html(rows, prefix="../" * root_page.count("/"), profile=profile)
-    return text.replace(scoreboard.MARKER, board.rstrip("\n"))
+    rows = frontpage.scoreboard_rows(specs, pages, sorted(pages, key=rank))
+    board = frontpage.render_html(rows, prefix="../" * root_page.count("/"), profile=profile)
+    return text.replace(frontpage.MARKER, board.rstrip("\n"))
 
 
 def assemble_source(
@@ -779,7 +779,7 @@ def assemble_source(
     """Lay out the Jupyter Book source tree in ``<output>/_build/src``; return it.
 
     The root page (``book/intro.md``) gets the reproduction scoreboard of ``jobs``' pages in place of its
-    :data:`recsae_core.scoreboard.MARKER` line (``profile`` is named above the table).
+    :data:`recsae_core.frontpage.MARKER` line (``profile`` is named above the table).
     """
     src = output / "_build" / "src"
     vendor = root / "book" / "_vendor"

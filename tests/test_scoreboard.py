@@ -16,7 +16,7 @@ import yaml
 from docutils.nodes import make_id
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from recsae_core import book, scoreboard
+from recsae_core import book, frontpage, scoreboard
 from recsae_core.scoreboard import (
     AtLeast,
     ClaimSpec,
@@ -123,12 +123,12 @@ def test_claims_round_trip_through_an_executed_notebook(tmp_path):
     ]
     nb = tmp_path / "page.ipynb"
     _claims_notebook(nb, claims)
-    assert scoreboard.read_claims(nb) == claims
+    assert frontpage.read_claims(nb) == claims
     bundle = scoreboard.claims_bundle(claims)
     assert "reproduced" in bundle["text/html"] and "10% → 30%" in bundle["text/html"]
     plain = tmp_path / "plain.ipynb"
     nbformat.write(new_notebook(cells=[new_code_cell("1")]), plain)
-    assert scoreboard.read_claims(plain) == []
+    assert frontpage.read_claims(plain) == []
 
 
 # ---------------------------------------------------------------------------------------- the front page
@@ -140,18 +140,18 @@ def test_rows_prefer_a_comparable_page_and_list_the_others():
         ("p1_sequential", "ml-100k"): [s.measure(0.5, "0.500", dataset="ml-100k")],
         ("p1_sequential", "ml-1m-prefix"): [s.measure(0.6, "0.600", dataset="ml-1m-prefix")],
     }
-    (row,) = scoreboard.scoreboard_rows([s], pages)
+    (row,) = frontpage.scoreboard_rows([s], pages)
     assert row.main.dataset == "ml-1m-prefix" and row.main.status == "partly"
     assert [o.dataset for o in row.others] == ["ml-100k"]
     # only an incomparable page: it is shown, not comparable
-    (row,) = scoreboard.scoreboard_rows(
+    (row,) = frontpage.scoreboard_rows(
         [s], {("p1_sequential", "ml-100k"): pages[("p1_sequential", "ml-100k")]}
     )
     assert row.main.dataset == "ml-100k" and row.main.status == "not comparable"
     # a page without claims vs no page at all
-    (row,) = scoreboard.scoreboard_rows([s], {("p1_sequential", "ml-100k"): []})
+    (row,) = frontpage.scoreboard_rows([s], {("p1_sequential", "ml-100k"): []})
     assert row.main is None and "before" in row.missing
-    (row,) = scoreboard.scoreboard_rows([s], {})
+    (row,) = frontpage.scoreboard_rows([s], {})
     assert row.main is None and "not executed" in row.missing
 
 
@@ -159,7 +159,7 @@ def test_render_links_each_row_to_its_page_section():
     s = _spec()
     s2 = ClaimSpec("x.b", "P2", "other", "1", at_least(1.0), "p2_recsae", "p2-vs-recsae")
     pages = {("p1_sequential", "ml-1m-prefix"): [s.measure(0.7, None, dataset="ml-1m-prefix")]}
-    html = scoreboard.render_html(scoreboard.scoreboard_rows([s, s2], pages), prefix="../", profile="default")
+    html = frontpage.render_html(frontpage.scoreboard_rows([s, s2], pages), prefix="../", profile="default")
     assert 'href="../chapters/p1_sequential/ml-1m-prefix.html#anchor"' in html
     assert 'href="../chapters/p2_recsae/index.html"' in html  # not executed: the chapter's index
     assert "recsae book --chapter p2_recsae" in html
@@ -191,7 +191,7 @@ def test_specs_are_unique_and_point_at_existing_sections():
         assert s.anchor in _headings(REPO / "book" / f"{s.chapter}.ipynb"), (s.key, s.anchor)
         assert set(s.datasets) <= set(chapters[s.chapter]) | {"ml-1m"}, s.key
         assert s.paper in ("P1", "P2", "P3")
-    assert scoreboard.MARKER in (REPO / "book" / "intro.md").read_text()
+    assert frontpage.MARKER in (REPO / "book" / "intro.md").read_text()
 
 
 def test_every_paper_chapter_shows_its_claims():
@@ -312,7 +312,7 @@ def test_assemble_source_writes_the_scoreboard_into_the_root_page(tmp_path):
     ]  # fmt: skip
     src = book.assemble_source(REPO, tmp_path / "out", toc, jobs, {}, profile="default")
     intro = (src / "book" / "intro.md").read_text()
-    assert scoreboard.MARKER not in intro
+    assert frontpage.MARKER not in intro
     table = intro[intro.index('<div class="recsae-scoreboard') :]
     rows = re.findall(r'<tr data-claim="([^"]+)">(.*?)</tr>', table)
     assert [k for k, _ in rows] == [s.key for s in scoreboard.all_specs()]
@@ -342,7 +342,7 @@ def test_runner_keeps_a_skipped_pages_claims(tmp_path, monkeypatch):
     (root / "book" / "profiles").mkdir(parents=True)
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
     (root / "book" / "_vendor").symlink_to(REPO / "book" / "_vendor", target_is_directory=True)
-    (root / "book" / "intro.md").write_text(f"# Toy\n\n{scoreboard.MARKER}\n")
+    (root / "book" / "intro.md").write_text(f"# Toy\n\n{frontpage.MARKER}\n")
     toc = {"format": "jb-book", "root": "book/intro",
            "parts": [{"chapters": [{"file": "chapters/toy/index", "sections": [{"file": "chapters/toy/a"}, {"file": "chapters/toy/b"}]}]}]}  # fmt: skip
     (root / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
@@ -379,5 +379,14 @@ def test_runner_keeps_a_skipped_pages_claims(tmp_path, monkeypatch):
     summary, lower = front(1.0, datasets=["b"])
     assert summary["executed"] == [("toy", "b")] and 'data-status="reproduced"' in lower
     assert 'href="../chapters/toy/b.html#toy-section">b</a> 1 (not)' in lower
-    claims = scoreboard.read_claims(out / "_build" / "executed" / "smoke" / "toy" / "b.ipynb")
+    claims = frontpage.read_claims(out / "_build" / "executed" / "smoke" / "toy" / "b.ipynb")
     assert json.loads(json.dumps([c.to_dict() for c in claims]))[0]["value"] == 1.0
+
+
+def test_front_page_code_is_outside_the_pages_input_hash():
+    """Restyling the front page must not re-execute the book: frontpage.py is left out of the package hash,
+    and nothing a kernel runs imports it."""
+    assert "frontpage.py" in book._NOT_IN_KERNEL
+    kernel_side = [REPO / "recsae_core" / "scoreboard.py", *(REPO / "recsae_core" / "papers").glob("*.py")]
+    assert not [p for p in kernel_side if "frontpage" in p.read_text()]
+    assert not [nb for nb in (REPO / "book").glob("*.ipynb") if "frontpage" in nb.read_text()]
