@@ -83,6 +83,7 @@ __all__ = [
     "pareto_front",
     "run_site",
     "site_config",
+    "site_dataset",
     "summarise",
     "t_interval",
 ]
@@ -954,6 +955,23 @@ def site_config(paper: str, settings: Mapping[str, Any] | None = None, **fields:
     return CompareConfig(n_latents=int(s["n_latents"]), k=int(s["k"]), train=tc, **fields)
 
 
+#: MovieLens-1M's variants (contracts in CONTRIBUTING.md): a sequential site needs the timestamped one.
+ML1M_NAMES: tuple[str, ...] = ("ml-1m", "ml-1m-prefix", "ml-1m-notime")
+
+
+def site_dataset(paper: str, dataset: str | RecDataset) -> str | RecDataset:
+    """The dataset ``paper``'s site loads for a page's ``dataset``: on MovieLens-1M, the SASRec sites (P1, P2)
+    need timestamps (:func:`recsae_core.data.registry.resolve_variant`: ``ml-1m`` or ``ml-1m-prefix``) and
+    P3's MF takes ``ml-1m-notime`` (P3's own, every rating, binarised); other names pass unchanged."""
+    if not isinstance(dataset, str) or dataset not in ML1M_NAMES:
+        return dataset
+    from recsae_core.data.registry import resolve_variant
+
+    if paper in ("p1", "p2"):
+        return resolve_variant("ml-1m", need_timestamps=True)
+    return "ml-1m-notime" if dataset != "ml-1m" else resolve_variant("ml-1m")
+
+
 @dataclass
 class SiteResult:
     """One site's comparison (:func:`run_site`): the site, the runs, the summary with intervals, the
@@ -991,7 +1009,9 @@ def run_site(
         search_evals=search_evals,
         n_concept_latents=concept_latents,
     )
-    site = SITES[paper](dataset, model_config=model_config, device=device, cache_dir=cache_dir)
+    site = SITES[paper](
+        site_dataset(paper, dataset), model_config=model_config, device=device, cache_dir=cache_dir
+    )
     t0 = time.perf_counter()
     runs = compare_site(site, cfg, device=device, cache_dir=cache_dir, log=log)
     times = {**site.times, "SAEs (train or reload, evaluate)": time.perf_counter() - t0}
