@@ -65,7 +65,7 @@ function rows(){
 }
 function itemsTable(a,f,names){
   const has=i=>S.item_labels[i].includes(f.label)?'#fde2b8':'white';
-  const labs=i=>short(S.item_labels[i].map(g=>names[g]).slice(0,2).join(', '),26);
+  const labs=i=>short(S.item_labels[i].map(g=>names[g]).slice(0,3).join(', '),30);
   const who=whoSel.value;
   if(who[0]==='u'){
     const u=f.users[+who.slice(1)], b=u.top[A0], t=u.top[a];
