@@ -896,6 +896,10 @@ def conclusion(summary: pd.DataFrame, metrics_: Sequence[str] | None = None) -> 
         s = summary[summary[col].notna()].sort_values(col, ascending=not higher, kind="stable")
         best = s.iloc[0]
         text = f"**{label}**: `{best['architecture']}` {_fmt(best[col])} [{_fmt(best[col + '_lo'])}, {_fmt(best[col + '_hi'])}]"
+        if len(s) > 1 and abs(best[col] - s.iloc[1][col]) <= 1e-12:
+            ties = s[(s[col] - best[col]).abs() <= 1e-12]["architecture"]
+            lines.append(f"**{label}**: {', '.join(f'`{a}`' for a in ties)} tie at {_fmt(best[col])}.")
+            continue
         if len(s) > 1:
             second = s.iloc[1]
             margin = abs(best[col] - second[col])
