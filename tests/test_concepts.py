@@ -374,3 +374,30 @@ def test_llm_explainer_plugs_into_the_scorers(server, planted, tmp_path):
         None,
         None,
     ]
+
+
+def test_the_description_names_what_its_cases_share_not_the_rarest_attribute():
+    """Five describe cases all have a common attribute (30 % of the pool) and three of them a rare one (1 %):
+    the description is the common one — it classifies held-out cases (P2's confidence) — not the rare one,
+    whose log-odds are larger (the old rule picked it); a noise-free significance test passes both."""
+    n = 1000
+    common = torch.zeros(n, dtype=torch.bool)
+    common[:300] = True
+    rare = torch.zeros(n, dtype=torch.bool)
+    rare[:3] = True
+    rare[500:507] = True
+    table = C.AttributeTable(
+        torch.stack([common, rare], 1),
+        ["label: common", "label: rare"],
+        ["label", "label"],
+        ["common", "rare"],
+    )
+    describe = [C.Case(0, r, "describe", 1.0, 9) for r in range(5)]  # rows 0-4: all common, 0-2 rare
+    ev = C.enrichment(table, [c.row for c in describe]).set_index("attribute")
+    assert ev.loc["label: rare", "log_odds"] > ev.loc["label: common", "log_odds"]
+    d = C.MetadataExplainer(table).describe(describe)
+    assert d.attributes[0] == "label: common", d
+    strict = C.MetadataExplainer(table, correction="bonferroni").describe(describe)
+    assert strict.attributes[0] == "label: common", strict
+    with pytest.raises(ValueError, match="correction"):
+        C.MetadataExplainer(table, correction="holm")

@@ -530,3 +530,8 @@ def test_confidence_summary_counts_and_interval():
     assert (s["latents"], s["= 1.0"], s["≥ 0.9"], s["≥ 0.8"]) == (5, 1, 2, 3)
     assert s["share ≥ 0.8"] == pytest.approx(0.6) and s["share lo"] <= 0.6 <= s["share hi"]
     assert s["share lo"] < s["share hi"]
+    assert "held-out latents" not in s  # no ``reused`` column: P2's count only
+    sc["reused"] = [True, True, False, False, False]  # the in-sample latents are left out of the honest share
+    s = p2.confidence_summary(sc, n_boot=200)
+    assert s["held-out latents"] == 3 and s["share ≥ 0.8, held out"] == pytest.approx(1 / 3)
+    assert s["share ≥ 0.8"] == pytest.approx(0.6)

@@ -65,6 +65,9 @@ class LatentSimulation:
     heldout: list[tuple[int, int | None]]
     random: list[tuple[int, int | None]]
     hard: list[tuple[int, int | None]]
+    reused: bool = False
+    """The held-out cases are the describe cases (P2 reuses them when a latent has <= 5 active cases): its
+    recall is then measured in-sample."""
 
 
 def hard_negatives(pool: CasePool, cases: LatentCases, n: int = 5, exclude: Sequence[int] = ()) -> list[Case]:
@@ -101,7 +104,7 @@ def simulate_latents(
         def sim(cs: Sequence[Case], d: Description = d) -> list[tuple[int, int | None]]:
             return [(c.level, _check_level(explainer.simulate(d, c))) for c in cs]
 
-        out[j] = LatentSimulation(j, d, sim(lc.heldout), sim(lc.random), sim(hard))
+        out[j] = LatentSimulation(j, d, sim(lc.heldout), sim(lc.random), sim(hard), lc.reused)
     return out
 
 
@@ -208,8 +211,8 @@ def score_simulation(sim: LatentSimulation, *, n_boot: int = 1000, seed: int = 0
 
 
 def score_latents(sims: Mapping[int, LatentSimulation], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per latent: ``latent``, ``description``, ``attributes`` and :func:`score_simulation`'s
-    columns, sorted by latent."""
+    """One row per latent: ``latent``, ``description``, ``attributes``, ``reused`` (held-out cases = describe
+    cases, :class:`LatentSimulation`) and :func:`score_simulation`'s columns, sorted by latent."""
     rows = []
     for j in sorted(sims):
         s = sims[j]
@@ -218,6 +221,7 @@ def score_latents(sims: Mapping[int, LatentSimulation], *, n_boot: int = 1000, s
                 "latent": j,
                 "description": s.description.text,
                 "attributes": "; ".join(s.description.attributes),
+                "reused": bool(s.reused),
                 **score_simulation(s, n_boot=n_boot, seed=seed + j),
             }
         )

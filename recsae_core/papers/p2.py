@@ -560,8 +560,17 @@ def concept_scores(
 
 def confidence_summary(scores: Any, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     """Counts P2 reports (papers.md §2.7): latents scored, at confidence = 1.0, >= 0.9, >= 0.8, and the share
-    at >= 0.8 with a percentile bootstrap interval over the latents."""
+    at >= 0.8 with a percentile bootstrap interval over the latents.
+
+    P2 reuses the describe cases as held-out cases when a latent has <= 5 active cases, which measures
+    recall in-sample; ``held-out latents`` and ``share ≥ 0.8, held out`` (with ``held out lo``/``hi``) count
+    only the latents whose held-out cases are their own (``scores["reused"]`` False), the honest share."""
     from recsae_core.concepts import bootstrap_interval
+
+    def share(c: np.ndarray) -> tuple[float, float, float]:
+        if not len(c):
+            return float("nan"), float("nan"), float("nan")
+        return bootstrap_interval(lambda x: (x >= 0.8 - 1e-9).mean(-1), [c], n_boot=n_boot, seed=seed)
 
     c = scores["confidence"].to_numpy(float)
     out: dict[str, float] = {
@@ -570,11 +579,14 @@ def confidence_summary(scores: Any, *, n_boot: int = 1000, seed: int = 0) -> dic
         "≥ 0.9": int((c >= 0.9 - 1e-9).sum()),
         "≥ 0.8": int((c >= 0.8 - 1e-9).sum()),
     }
-    if len(c):
-        est, lo, hi = bootstrap_interval(lambda x: (x >= 0.8 - 1e-9).mean(-1), [c], n_boot=n_boot, seed=seed)
-    else:
-        est = lo = hi = float("nan")
+    est, lo, hi = share(c)
     out.update({"share ≥ 0.8": est, "share lo": lo, "share hi": hi})
+    if "reused" in scores:
+        own = c[~scores["reused"].to_numpy(bool)]
+        est, lo, hi = share(own)
+        out.update(
+            {"held-out latents": len(own), "share ≥ 0.8, held out": est, "held out lo": lo, "held out hi": hi}
+        )
     return out
 
 
@@ -749,6 +761,8 @@ def claims(
     if concept and ("bprmf", k) in concept:
         s = confidence_summary(concept[("bprmf", k)][1], n_boot=n_boot, seed=seed)
         text = f"{s['share ≥ 0.8']:.2f} [{s['share lo']:.2f}, {s['share hi']:.2f}] of {s['latents']} latents"
+        if "held-out latents" in s:
+            text += f" ({s['share ≥ 0.8, held out']:.2f} of the {s['held-out latents']} with held-out cases)"
         out.append(spec["confidence"].measure(s["share ≥ 0.8"], text, dataset=dataset))
     else:
         out.append(spec["confidence"].measure(None, None, dataset=dataset, note="no BPR-MF on this page"))
