@@ -52,6 +52,7 @@ def plot_p2_training_curves(
     for ax in (ax_l, ax_d, ax_v):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_l.set_yscale("log")
+    ax_v.margins(y=0.1)  # the base model's dotted line is often the highest value: keep it off the frame
     ax_l.set(xlabel="epoch", ylabel="training loss (FVU + AuxK / 32)", title="training loss")
     ax_d.set(xlabel="epoch", ylabel="latents never active in the epoch", title="dead latents")
     name = metric.removeprefix("dev_").upper()
