@@ -376,6 +376,23 @@ def test_llm_explainer_plugs_into_the_scorers(server, planted, tmp_path):
     ]
 
 
+def test_llm_latent_scores_runs_the_protocol_then_replays_offline(server, planted, tmp_path):
+    srv, url = server
+    pool, _ = planted[3]["planted.item"]
+    ds = planted[1].dataset
+    cache = str(tmp_path / "c.jsonl")
+    assert not llm.llm_configured(None, cache) and llm.llm_configured(url, None)
+    df = llm.llm_latent_scores(
+        pool, ds, [0, 1], llm.ChatConfig(f"{url}/good/v1", cache_path=cache, timeout=5)
+    )
+    assert df["latent"].tolist() == [0, 1] and (df["recall"] == 0.0).all()  # the fake server always answers 4
+    srv.shutdown()
+    srv.server_close()
+    assert llm.llm_configured(None, cache)  # the cache alone turns the switch on: replay without the server
+    again = llm.llm_latent_scores(pool, ds, [0, 1], llm.ChatConfig(None, cache_path=cache))
+    pd.testing.assert_frame_equal(df, again)
+
+
 def test_the_description_names_what_its_cases_share_not_the_rarest_attribute():
     """Five describe cases all have a common attribute (30 % of the pool) and three of them a rare one (1 %):
     the description is the common one — it classifies held-out cases (P2's confidence) — not the rare one,

@@ -48,6 +48,8 @@ __all__ = [
     "LLMTimeoutError",
     "Response",
     "explanation_messages",
+    "llm_configured",
+    "llm_latent_scores",
     "parse_level",
     "simulation_messages",
 ]
@@ -363,3 +365,30 @@ class LLMExplainer:
             description.text, case_text(self.pool, self.dataset, case, show_level=False)
         )
         return parse_level(self.client.generate(msgs).text)
+
+
+def llm_configured(url: str | None, cache_path: str | None) -> bool:
+    """Whether a page's language-model switch is on: a server URL, or a cache file to replay from."""
+    return url is not None or bool(cache_path and Path(cache_path).exists())
+
+
+def llm_latent_scores(
+    pool: CasePool,
+    dataset: RecDataset,
+    latents: Sequence[int],
+    config: ChatConfig,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Any:
+    """P2's describe → simulate → confidence (papers.md §2.7, §4.5) for ``latents`` of ``pool`` with a language
+    model: :class:`LLMExplainer` over ``config`` (replayed from its cache when ``config.base_url`` is None),
+    P2's cases (:func:`~recsae_core.concepts.sample_cases`, seeded), scored by
+    :func:`~recsae_core.concepts.score_latents` (unreadable answers counted in ``unparseable`` and scored
+    both by P2's rule and strictly)."""
+    from recsae_core.concepts.cases import CaseConfig, sample_cases
+    from recsae_core.concepts.scores import score_latents, simulate_latents
+
+    explainer = LLMExplainer(ChatClient(config), pool, dataset)
+    cases = sample_cases(pool, [int(j) for j in latents], CaseConfig(seed=seed))
+    return score_latents(simulate_latents(explainer, cases, pool), n_boot=n_boot, seed=seed)
