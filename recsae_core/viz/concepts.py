@@ -14,7 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["explorer_html", "plot_popularity_tradeoff", "plot_score_distributions", "show_explorer"]
+__all__ = [
+    "explorer_html",
+    "explorer_link",
+    "plot_popularity_tradeoff",
+    "plot_score_distributions",
+    "show_explorer",
+]
 
 _CSS = """
 #ID{font-size:14px;border:1px solid #d0d7de;border-radius:6px;padding:10px;margin:8px 0}
@@ -102,13 +108,21 @@ tbody.addEventListener('click',e=>{const tr=e.target.closest('tr'); if(tr) open(
 rows();
 const first=F.filter(f=>!f.dead).sort((a,b)=>(conf(b)??-1)-(conf(a)??-1)||b.density-a.density)[0];
 if(first) open(first.id);
+function fromHash(){
+  const h=decodeURIComponent(location.hash.slice(1)), pre=ROOT_ID+'-';
+  if(!h.startsWith(pre))return;
+  const id=Number(h.slice(pre.length));
+  if(Number.isInteger(id)&&F[id]&&F[id].id===id){open(id);card.scrollIntoView();}
+}
+window.addEventListener('hashchange',fromHash); fromHash();
 })();
 """
 
 
 def explorer_html(data: dict[str, Any], div_id: str = "feature-explorer") -> str:
     """Self-contained HTML + JS for one SAE's explorer (module docstring). ``div_id`` must be unique on the
-    page (tests find the explorer by it)."""
+    page (tests find the explorer by it). A link to ``#<div_id>-<feature id>`` (:func:`explorer_link`) opens
+    that feature's card."""
     if not div_id.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"div_id must be letters, digits, '-' or '_', got {div_id!r}")
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
@@ -130,6 +144,11 @@ def explorer_html(data: dict[str, Any], div_id: str = "feature-explorer") -> str
         f'<script type="application/json" id="{div_id}-data">{payload}</script>'
         f"<script>{_JS.replace('ROOT_ID', json.dumps(div_id))}</script></div>"
     )
+
+
+def explorer_link(div_id: str, feature: int, text: str | None = None) -> str:
+    """An HTML link that opens ``feature``'s card in the explorer ``div_id`` on the same page."""
+    return f'<a href="#{html.escape(div_id)}-{int(feature)}">{html.escape(text or f"#{int(feature)}")}</a>'
 
 
 def show_explorer(data: dict[str, Any], div_id: str = "feature-explorer") -> int:

@@ -39,5 +39,15 @@ def test_p2_page_has_figures_tables_and_a_searchable_explorer(site, browser):
         rows = root.locator(".rx-list tbody tr")
         ids = [int(rows.nth(i).get_attribute("data-id")) for i in range(rows.count())]
         assert target["id"] in ids
+    # the best-concepts table links into the explorer: a link opens that latent's card
+    link = page.locator("main a[href^='#p2-explorer-']").first
+    assert link.count() == 1, "the best-concepts table has no link into the explorer"
+    href = link.get_attribute("href")
+    div, feature = href[1:].rsplit("-", 1)
+    link.click()
+    page.wait_for_function(
+        "([d, f]) => document.querySelector('#' + d + ' .rx-title')?.textContent.startsWith('Feature #' + f + ':')",
+        arg=[div, feature],
+    )
     assert visit.outside == [] and visit.unexpected_errors() == []
     visit.page.close()
