@@ -168,8 +168,15 @@ def _rows_key(data: probe.ActivationSet | torch.Tensor | TwoTowerData) -> dict[s
         }
     if isinstance(data, torch.Tensor):
         return {"tensor": _tensor_digest(data)}
+    key_fn = getattr(data, "cache_key", None)
+    if callable(key_fn):  # a RowSampler that names its batches (e.g. papers.p3.MinMaxBatches)
+        parts = key_fn()
+        return {"sampler": type(data).__name__} | {
+            k: _rows_key(v) if isinstance(v, torch.Tensor | TwoTowerData) else v for k, v in parts.items()
+        }
     raise TypeError(
-        f"cached_sae trains on an ActivationSet, a (N, d) tensor or TwoTowerData, got {type(data).__name__}"
+        "cached_sae trains on an ActivationSet, a (N, d) tensor, TwoTowerData or a RowSampler with "
+        f"cache_key(), got {type(data).__name__}"
     )
 
 

@@ -734,13 +734,14 @@ def test_paper_vs_recsae_puts_each_measure_beside_the_paper():
 @pytest.mark.shared
 def test_setup_and_interventions_on_ml100k(shared_data):
     setup = p3.p3_setup(
-        "ml-100k", configs={"mf": {"epochs": 1, "valid_users": 100}, "ncf": {"epochs": 1, "valid_users": 100}}
+        "ml-100k", configs={"mf": {"iterations": 1}, "ncf": {"epochs": 1, "valid_users": 100}}
     )
     ds, users = setup.dataset, setup.users
     assert setup.split.name == "p3-holdout" and set(setup.fits) == {"mf", "ncf"}
     assert all(m.config.d == 20 for m in setup.models.values())  # P3's embedding size
+    assert isinstance(setup.fits["mf"].config, p3.P3MFConfig)  # MF: P3's own SGD recipe (issue 15)
     assert len(users.test) == ds.n_users // 5 and "unknown" not in setup.label_names
-    assert {"data + P3 split", "mf (cached_fit)", "ncf (cached_fit)"} <= set(setup.times)
+    assert {"data + P3 split", "mf (P3 SGD, cached)", "ncf (cached_fit)"} <= set(setup.times)
     torch.manual_seed(0)
     sae = P3SAE(P3Config(d_in=20, n_latents=22)).eval()
     neurons = {n: j % 22 for j, n in enumerate(setup.label_names)}
@@ -754,3 +755,90 @@ def test_setup_and_interventions_on_ml100k(shared_data):
         assert df["setting"].iloc[0] == "original" and df["ndcg@10"].notna().all(), step
         assert df.attrs["neuron"] == neurons[df.attrs["label"]]
     assert list(steps["suppress"]["value"].iloc[1:]) == list(p3.SUPPRESS_VALUES)
+
+
+# ------------------------------------------------------------------ issue 15: P3's MF batches and base MF
+def test_minmax_batches_scale_each_side_within_the_batch_and_cover_every_pair_once_per_epoch():
+    from recsae_core.sae import TwoTowerData
+
+    gen = torch.Generator().manual_seed(0)
+    users, items = 3 * torch.randn(10, D, generator=gen) + 1, torch.randn(12, D, generator=gen)
+    pairs = torch.tensor([[u, (u * 5) % 12] for u in range(10)] + [[u, (u * 7 + 1) % 12] for u in range(10)])
+    mm = p3.MinMaxBatches(TwoTowerData(users, items, pairs, all_pairs=True))
+    assert len(mm) == 20
+    seen = []
+    for _ in range(4):
+        b = mm.sample(5, gen)
+        assert not b.pairwise and b.user_emb.shape == (5, D)
+        for raw, got in ((users[b.users], b.user_emb), (items[b.items], b.item_emb)):
+            lo, hi = raw.min(0).values, raw.max(0).values
+            assert torch.allclose(got, (raw - lo) / (hi - lo))  # P3's normalize_matrix, per side and batch
+            assert torch.allclose(got.min(0).values, torch.zeros(D)) and torch.allclose(
+                got.max(0).values, torch.ones(D)
+            )
+        seen += list(zip(b.users.tolist(), b.items.tolist(), strict=True))
+    assert sorted(seen) == sorted(map(tuple, pairs.tolist()))  # one epoch = every pair once
+    const = p3.MinMaxBatches(TwoTowerData(torch.ones(3, D), items[:3], torch.tensor([[0, 0], [1, 1]])))
+    assert torch.equal(const.sample(2, gen).user_emb, torch.zeros(2, D))  # 0/0 -> 0 as np.nan_to_num
+
+
+def test_mf_sae_trains_on_minmax_batches_by_default_ncf_on_raw_embeddings(tmp_path):
+    from recsae_core.sae import TwoTowerData
+    from recsae_core.sae_eval import sae_cache_key
+
+    split = _toy_split(30, 50)
+    mf, ncf = MF(30, 50, MFConfig(d=D)), NCF(30, 50, NCFConfig(d=D))
+    train = p3.p3_users(30, seed=0).train
+    assert p3.P3_BATCH_MINMAX == {"mf": True, "ncf": False}
+    assert isinstance(p3.p3_training_data(mf, split, train, minmax=None), p3.MinMaxBatches)
+    assert isinstance(p3.p3_training_data(ncf, split, train, minmax=None), TwoTowerData)
+    raw = p3.p3_training_data(mf, split, train)
+    cfg, tc = p3.p3_sae_config(mf), p3.p3_train_config(mf, 1)
+    assert sae_cache_key(p3.MinMaxBatches(raw), cfg, tc) != sae_cache_key(raw, cfg, tc)
+    kw = {"seed": 0, "cache_dir": str(tmp_path)}
+    default = p3.train_p3_sae(mf, split, train, cfg, tc, **kw).sae
+    on = p3.train_p3_sae(mf, split, train, cfg, tc, minmax=True, **kw)
+    off = p3.train_p3_sae(mf, split, train, cfg, tc, minmax=False, **kw).sae
+    assert on.meta["cache_hit"]  # the default is the min-max run
+    assert torch.equal(default.W_enc, on.sae.W_enc) and not torch.equal(default.W_enc, off.W_enc)
+
+
+def test_fit_p3_mf_is_p3s_summed_per_sample_sgd(monkeypatch):
+    import recsae_core.train as train_mod
+
+    split = _toy_split(8, 20)
+    pos = split.train[["user", "item"]].drop_duplicates().to_numpy()
+    neg = (pos[:, 1] + 7) % 20
+    monkeypatch.setattr(train_mod, "sample_negatives", lambda users, n_items, keys, rng: neg)
+    cfg = p3.P3MFConfig(d=3, alpha=0.3, beta=0.1, iterations=1, batch_size=10_000)  # one batch
+    res = p3.fit_p3_mf(split, cfg, seed=5)
+    # P3's MatrixFactorization.sgd_batch in numpy: errors from the batch's start, np.add.at updates, b fixed
+    gen = torch.Generator().manual_seed(5)
+    P = (torch.randn(8, 3, generator=gen, dtype=torch.float64) / 3).numpy()
+    Q = (torch.randn(20, 3, generator=gen, dtype=torch.float64) / 3).numpy()
+    bu, bi = np.zeros(8), np.zeros(20)
+    u, i = np.concatenate([pos[:, 0], pos[:, 0]]), np.concatenate([pos[:, 1], neg])
+    y = np.r_[np.ones(len(pos)), np.zeros(len(pos))]
+    e = y - 1 / (1 + np.exp(-(1.0 + bu[u] + bi[i] + (P[u] * Q[i]).sum(1))))
+    gbu, gbi = 0.3 * (e - 0.1 * bu[u]), 0.3 * (e - 0.1 * bi[i])
+    gP, gQ = 0.3 * (e[:, None] * Q[i] - 0.1 * P[u]), 0.3 * (e[:, None] * P[u] - 0.1 * Q[i])
+    np.add.at(bu, u, gbu), np.add.at(bi, i, gbi), np.add.at(P, u, gP), np.add.at(Q, i, gQ)
+    m = res.model
+    assert np.allclose(m.user_emb.weight.detach().numpy(), P, atol=1e-6)
+    assert np.allclose(m.item_emb.weight.detach().numpy(), Q, atol=1e-6)
+    assert np.allclose(m.user_bias.detach().numpy(), bu, atol=1e-6)
+    assert np.allclose(m.item_bias.detach().numpy(), bi, atol=1e-6)
+    assert float(m.global_bias.detach()) == 1.0 and len(res.history) == 1 and res.history["loss"].iloc[0] > 0
+
+
+def test_cached_p3_mf_reloads_the_same_model(tmp_path):
+    split = _toy_split(8, 20)
+    cfg = p3.P3MFConfig(d=3, iterations=2)
+    a = p3.cached_p3_mf(split, cfg, seed=1, cache_dir=str(tmp_path))
+    b = p3.cached_p3_mf(split, cfg, seed=1, cache_dir=str(tmp_path))
+    assert not a.from_cache and b.from_cache and a.path == b.path
+    assert torch.equal(a.model.item_emb.weight, b.model.item_emb.weight) and len(b.history) == 2
+    c = p3.cached_p3_mf(split, p3.P3MFConfig(d=3, iterations=3), seed=1, cache_dir=str(tmp_path))
+    assert not c.from_cache and c.path != a.path
+    with pytest.raises(ValueError, match="alpha"):
+        p3.P3MFConfig(alpha=0)

@@ -52,12 +52,14 @@ from recsae_core.models.base import UserBatch
 from recsae_core.sae.base import SparseAutoencoder
 from recsae_core.sae.config import MatryoshkaConfig, P3Config, TrainConfig
 from recsae_core.sae.p3 import two_tower_scorer
-from recsae_core.sae.trainer import SAETrainResult, TwoTowerData
+from recsae_core.sae.trainer import SAETrainResult, TwoTowerBatch, TwoTowerData
 from recsae_core.steer import Steer, steered_scores_fn
 
 __all__ = [
     "BOOST_VALUES",
     "INTERVENTIONS",
+    "P3_BASE_RECIPE",
+    "P3_BATCH_MINMAX",
     "P3_BATCH_SIZE",
     "P3_FIG4",
     "P3_MATRYOSHKA",
@@ -66,18 +68,22 @@ __all__ = [
     "PROMOTE_VALUES",
     "SUPPRESS_VALUES",
     "FidelityResult",
+    "MinMaxBatches",
+    "P3MFConfig",
     "P3Setup",
     "P3Users",
     "PopularityNeuron",
     "TwoTowerActs",
     "age_group_users",
     "beta_ablation",
+    "cached_p3_mf",
     "capped_epochs",
     "decade_profiles",
     "default_mask_seen",
     "demographic_neurons",
     "fidelity",
     "find_item",
+    "fit_p3_mf",
     "genre_profiles",
     "intervention_plan",
     "interventions",
@@ -155,6 +161,70 @@ P3_BATCH_SIZE: dict[str, int] = {"mf": 256, "ncf": 128}
 (positives and as many sampled negatives): the MF SAE uses all of their users and items, the NCF SAE only
 the positive pairs, about half of them (training.ipynb: ``t[2] == 1``), hence 128."""
 
+P3_BATCH_MINMAX: dict[str, bool] = {"mf": True, "ncf": False}
+"""Whether P3 min-max scales each training batch per dimension before its SAE sees it (papers.md §3.3):
+the MF SAE's ``train_autoencoder`` passes the batch's user rows and its item rows each through
+``normalize_matrix`` (L_emb and L_pred then live in that space); the NCF SAE trains on raw embeddings.
+P3 evaluates both on the raw tables (``autoencoder(dataset_items)``), and so do :func:`fidelity` and
+:func:`two_tower_activations`. Measured (issue 15): this is what makes P3's MF codes sparse — 4.9 active
+latents per item on ML-100k with it (P3 ML-1M: 5.38 of 22) against 12.5 without."""
+
+
+def _minmax_rows(x_ND: torch.Tensor) -> torch.Tensor:
+    """P3's ``normalize_matrix``: ``(x - min) / (max - min)`` per dimension over the rows, 0/0 -> 0."""
+    lo, hi = x_ND.min(0).values, x_ND.max(0).values
+    return torch.nan_to_num((x_ND - lo) / (hi - lo), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class MinMaxBatches:
+    """P3's MF training batches (papers.md §3.3): ``data``'s pairs in fresh permutations (one pass per
+    epoch), each batch's user rows and item rows min-max scaled per dimension within the batch.
+
+    A :class:`~recsae_core.sae.trainer.RowSampler` for :func:`~recsae_core.sae.train_sae` (``len`` = pairs
+    per epoch); :func:`~recsae_core.sae_eval.cached_sae` keys it by :meth:`cache_key`. The scaling depends
+    on the batch, so it cannot be folded into the SAE: the trained SAE is applied to raw embeddings, as in
+    P3's analyses.
+    """
+
+    def __init__(self, data: TwoTowerData, device: str | torch.device = "cpu") -> None:
+        if data.pairs is None:
+            raise ValueError("MinMaxBatches needs TwoTowerData with pairs (P3's training pairs)")
+        dev = torch.device(device)
+        self.data = TwoTowerData(
+            data.user_emb.to(dev, torch.float32),
+            data.item_emb.to(dev, torch.float32),
+            data.pairs,
+            data.all_pairs,
+        )
+        self._perm = torch.empty(0, dtype=torch.int64)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def cache_key(self) -> dict[str, object]:
+        """What determines the batches, for the SAE cache (which digests the embeddings and pairs)."""
+        return {"batches": "minmax per side", "data": self.data}
+
+    def _take(self, b: int, generator: torch.Generator) -> torch.Tensor:
+        out = []
+        while b > 0:
+            if self._pos >= len(self._perm):
+                self._perm, self._pos = torch.randperm(len(self.data), generator=generator), 0
+            chunk = self._perm[self._pos : self._pos + b]
+            self._pos += len(chunk)
+            b -= len(chunk)
+            out.append(chunk)
+        return torch.cat(out)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> TwoTowerBatch:
+        d = self.data
+        p = d.pairs[self._take(batch_size, generator)].to(d.user_emb.device)  # type: ignore[index]
+        users, items = p[:, 0], p[:, 1]
+        u_BD = _minmax_rows(d.user_emb.index_select(0, users))
+        i_BD = _minmax_rows(d.item_emb.index_select(0, items))
+        return TwoTowerBatch(u_BD, i_BD, users, items, d.pairwise)
+
 
 def _kind(model: torch.nn.Module | str) -> str:
     kind = model if isinstance(model, str) else _prefix(model)
@@ -224,8 +294,14 @@ def p3_users(n_users: int, test_frac: float = 0.2, seed: int = 0) -> P3Users:
 
 
 def p3_training_data(
-    model: torch.nn.Module, split: Split, train_users: torch.Tensor | Sequence[int], *, seed: int = 0
-) -> TwoTowerData:
+    model: torch.nn.Module,
+    split: Split,
+    train_users: torch.Tensor | Sequence[int],
+    *,
+    seed: int = 0,
+    minmax: bool | None = False,
+    device: str | torch.device = "cpu",
+) -> TwoTowerData | MinMaxBatches:
     """The SAE's training data as P3 builds it (papers.md §3.3; ``training.ipynb``).
 
     P3 feeds the SAE the base model's own training batches: their users and items, so users come as often as
@@ -234,6 +310,10 @@ def p3_training_data(
     uniformly per positive (P3: p proportional to exp(popularity share), nearly uniform; drawn once here,
     seeded, instead of every epoch). MF's L_pred covers every user x item pair of a batch
     (``all_pairs=True``), NCF's only the batch's positive pairs.
+
+    ``minmax``: wrap the pairs in :class:`MinMaxBatches` (each batch min-max scaled per dimension, P3's MF);
+    ``None`` = P3's rule for the model kind (:data:`P3_BATCH_MINMAX`); ``False`` (default here) = the raw
+    :class:`~recsae_core.sae.trainer.TwoTowerData`. ``device``: where the batches are built.
     """
     kind = _kind(model)
     prefix = _prefix(model)
@@ -253,7 +333,10 @@ def p3_training_data(
         rng = np.random.default_rng(seed)
         neg = np.stack([pairs[:, 0], rng.integers(0, model.n_items, len(pairs))], axis=1)
         pairs = np.concatenate([pairs, neg])
-    return TwoTowerData(user_emb, item_emb, torch.from_numpy(pairs.copy()), all_pairs=kind == "mf")
+    data = TwoTowerData(user_emb, item_emb, torch.from_numpy(pairs.copy()), all_pairs=kind == "mf")
+    if P3_BATCH_MINMAX[kind] if minmax is None else minmax:
+        return MinMaxBatches(data, device)
+    return data
 
 
 def train_p3_sae(
@@ -267,19 +350,23 @@ def train_p3_sae(
     device: str | torch.device | None = None,
     progress: bool = False,
     cache_dir: str | None = None,
+    minmax: bool | None = None,
 ) -> SAETrainResult:
     """Train (or reload from the SAE cache) P3's prediction-aware SAE on a frozen MF or NCF (§3.3-3.4).
 
     Defaults: :func:`p3_sae_config` and :func:`p3_train_config` for the model's kind, the data of
-    :func:`p3_training_data`, and L_pred through :func:`~recsae_core.sae.p3.two_tower_scorer` (all pairs
-    for MF, matched pairs for NCF). Goes through :func:`recsae_core.sae_eval.cached_sae`.
+    :func:`p3_training_data` with P3's per-batch min-max scaling for MF (``minmax=None``:
+    :data:`P3_BATCH_MINMAX`; ``False`` trains on raw embeddings), and L_pred through
+    :func:`~recsae_core.sae.p3.two_tower_scorer` (all pairs for MF, matched pairs for NCF). Goes through
+    :func:`recsae_core.sae_eval.cached_sae`.
     """
     from recsae_core.sae_eval import cached_sae  # sae_eval imports this package's siblings
 
     cfg = sae_config or p3_sae_config(model)
     tc = train_config or p3_train_config(model)
-    data = p3_training_data(model, split, train_users, seed=seed)
-    scorer = two_tower_scorer(model, pairwise=data.pairwise)
+    data = p3_training_data(model, split, train_users, seed=seed, minmax=minmax, device=device or "cpu")
+    pairwise = (data.data if isinstance(data, MinMaxBatches) else data).pairwise
+    scorer = two_tower_scorer(model, pairwise=pairwise)
     return cached_sae(
         data,
         cfg,
@@ -1096,25 +1183,187 @@ def _timer(times: dict[str, float], name: str) -> Iterator[None]:
         times[name] = times.get(name, 0.0) + time.perf_counter() - t0
 
 
+P3_BASE_RECIPE: dict[str, str] = {"mf": "p3", "ncf": "recsae"}
+"""How :func:`p3_setup` trains each base model: MF with P3's own SGD recipe (:func:`fit_p3_mf`; issue 15:
+the SAE's sparsity and fidelity follow the base embeddings), NCF with recsae's trainer."""
+
+
+@dataclass
+class P3MFConfig:
+    """P3's own MF training (papers.md §3.4; ``MatrixFactorization.sgd_batch`` in ``models.ipynb``).
+
+    Minibatch SGD whose per-sample updates are summed (``np.add.at``), BCE on ``sigmoid(b + b_u + b_i + p.q)``
+    with the global bias ``b`` fixed at the mean positive rating (1 for binarised data), L2 ``beta`` on the
+    rows a sample touches, ``N(0, 1/d)`` initial factors, zero biases, one negative per positive re-drawn
+    every iteration, the last iteration kept (no early stopping).
+    """
+
+    d: int = 20
+    """Embedding size (P3 ML-1M: K = 20; Last.FM: 100)."""
+    alpha: float = 0.05
+    """SGD step per sample (P3: alpha = 0.05)."""
+    beta: float = 0.01
+    """L2 weight in each per-sample update (P3: beta = 0.01)."""
+    iterations: int = 10
+    """Passes over the training positives and their negatives (P3 ML-1M: 10; Last.FM: 30)."""
+    batch_size: int = 256
+    """Samples per update (P3: 256)."""
+
+    def __post_init__(self) -> None:
+        for name in ("d", "iterations", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"P3MFConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.alpha <= 0 or self.beta < 0:
+            raise ValueError(f"P3MFConfig needs alpha > 0 and beta >= 0, got {self.alpha}, {self.beta}")
+
+
+def fit_p3_mf(split: Split, config: P3MFConfig | None = None, *, seed: int = 0) -> object:
+    """Train P3's MF with P3's recipe (:class:`P3MFConfig`) on ``split.train``: a
+    :class:`recsae_core.train.TrainResult` holding a frozen :class:`~recsae_core.models.twotower.MF` (logit
+    ``b + b_u + b_i + p.q``) and one history row per iteration (mean training BCE; no validation).
+
+    Why not recsae's Adam MF: the SAE's sparsity and fidelity depend on the base embeddings (issue 15,
+    ML-100k: 12.5 active latents per item and MF RBO 0.13 on Adam-MF codes against 4.5 and 0.50 on this
+    recipe's, with P3's min-max batches). Deviation: negatives are drawn uniformly among the user's
+    non-training items (P3: p proportional to exp(popularity share), nearly uniform, and never a held-out
+    item, which uses the test items).
+    """
+    from recsae_core.models.twotower import MF, MFConfig
+    from recsae_core.train import TrainResult, sample_negatives
+
+    t0 = time.perf_counter()
+    cfg = config or P3MFConfig()
+    ds = split.dataset
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pos = split.train[["user", "item"]].drop_duplicates().to_numpy(np.int64)
+    keys = np.sort(pos[:, 0] * ds.n_items + pos[:, 1])
+    P = torch.randn(ds.n_users, cfg.d, generator=gen, dtype=torch.float64) / cfg.d
+    Q = torch.randn(ds.n_items, cfg.d, generator=gen, dtype=torch.float64) / cfg.d
+    bu, bi = torch.zeros(ds.n_users, dtype=torch.float64), torch.zeros(ds.n_items, dtype=torch.float64)
+    b = 1.0  # P3: mean of the positive ratings, never updated
+    a, lam = cfg.alpha, cfg.beta
+    rows = []
+    for it in range(1, cfg.iterations + 1):
+        t_it, bce = time.perf_counter(), 0.0
+        neg = sample_negatives(pos[:, 0], ds.n_items, keys, rng)
+        u_all = torch.from_numpy(np.concatenate([pos[:, 0], pos[:, 0]]))
+        i_all = torch.from_numpy(np.concatenate([pos[:, 1], neg]))
+        y_all = torch.cat([torch.ones(len(pos)), torch.zeros(len(pos))]).double()
+        for idx in torch.randperm(len(u_all), generator=gen).split(cfg.batch_size):
+            u, i, y = u_all[idx], i_all[idx], y_all[idx]
+            pu, qi = P[u], Q[i]
+            prob = torch.sigmoid(b + bu[u] + bi[i] + (pu * qi).sum(1))  # (B,)
+            e = y - prob
+            bce -= float(torch.where(y > 0, prob, 1 - prob).clamp_min(1e-12).log().sum())
+            bu.index_add_(0, u, a * (e - lam * bu[u]))
+            bi.index_add_(0, i, a * (e - lam * bi[i]))
+            P.index_add_(0, u, a * (e[:, None] * qi - lam * pu))
+            Q.index_add_(0, i, a * (e[:, None] * pu - lam * qi))
+        rows.append(
+            {
+                "epoch": it,
+                "loss": bce / len(u_all),
+                "valid_ndcg@10": float("nan"),
+                "valid_hr@10": float("nan"),
+                "train_s": time.perf_counter() - t_it,
+                "valid_s": 0.0,
+            }
+        )
+    model = MF(ds.n_users, ds.n_items, MFConfig(d=cfg.d))
+    with torch.no_grad():
+        model.user_emb.weight.copy_(P)
+        model.item_emb.weight.copy_(Q)
+        model.user_bias.copy_(bu)
+        model.item_bias.copy_(bi)
+        model.global_bias.fill_(b)
+    history = pd.DataFrame(rows)
+    return TrainResult(model.eval(), history, cfg.iterations, cfg, "mf", time.perf_counter() - t0)
+
+
+def cached_p3_mf(
+    split: Split, config: P3MFConfig | None = None, *, seed: int = 0, cache_dir: str | None = None
+) -> object:
+    """:func:`fit_p3_mf` through the artifact cache (``<cache>/mf-p3/``; keyed by the dataset, the split,
+    the config, the seed and this trainer's source). Returns a :class:`recsae_core.train.TrainResult`."""
+    import inspect
+    import os
+    import shutil
+    import tempfile
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from recsae_core import cache
+    from recsae_core.train import TrainResult
+    from recsae_core.utils import stable_hash
+
+    cfg = config or P3MFConfig()
+    key = stable_hash(
+        {
+            "dataset": [split.dataset.name, cache.dataset_fingerprint(split.dataset)],
+            "split": [split.name, split.seed, cache.split_fingerprint(split)],
+            "config": asdict(cfg),
+            "seed": seed,
+            "source": stable_hash(inspect.getsource(fit_p3_mf)),
+        }
+    )
+    root = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{split.dataset.name}-{split.name}")
+    final = root / "mf-p3" / f"{safe}-s{seed}-{key}"
+    if (final / cache.CONFIG).is_file():
+        model, info = cache.load_model(final)
+        hist = final / cache.HISTORY
+        history = pd.read_csv(hist) if hist.is_file() else pd.DataFrame()
+        seconds = float(info.get("seconds", 0.0))
+        return TrainResult(model, history, cfg.iterations, cfg, "mf", seconds, True, final)
+    res = fit_p3_mf(split, cfg, seed=seed)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        meta = {"key": key, "recipe": "p3", "p3_config": asdict(cfg), "seconds": res.seconds, "seed": seed}
+        cache.save_model(
+            res.model, tmp, model_name="mf", config=res.model.config, history=res.history, meta=meta
+        )
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / cache.CONFIG).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res.path = final
+    return res
+
+
 def p3_setup(
     dataset: str | RecDataset,
     models: Sequence[str] = ("mf", "ncf"),
     configs: Mapping[str, Mapping[str, object]] | None = None,
     *,
+    recipes: Mapping[str, str] | None = None,
     test_frac: float = 0.2,
     seed: int = 0,
     device: str = "cpu",
     progress: bool = False,
 ) -> P3Setup:
     """Load ``dataset``, split it with P3's hold-out (:func:`~recsae_core.data.splits.p3_holdout`, binarised,
-    5 test positives per user) and train or reload (``cache.cached_fit``, as the base-models chapter) each
-    model with P3's embedding size (:func:`p3_sizes`) under ``configs[name]``; hold out ``test_frac`` of the
-    users from SAE training (:func:`p3_users`)."""
+    5 test positives per user) and train or reload each model with P3's embedding size (:func:`p3_sizes`)
+    under ``configs[name]``; hold out ``test_frac`` of the users from SAE training (:func:`p3_users`).
+
+    ``recipes[name]`` (default :data:`P3_BASE_RECIPE`): ``"p3"`` trains MF with P3's own SGD recipe
+    (:func:`cached_p3_mf`, ``configs["mf"]`` = :class:`P3MFConfig` fields); ``"recsae"`` uses recsae's
+    trainer through ``cache.cached_fit`` as the base-models chapter (``configs[name]`` = the model's config
+    fields)."""
     from recsae_core.cache import cached_fit
     from recsae_core.data.loaders import load_dataset
     from recsae_core.data.splits import p3_holdout
 
     configs = dict(configs or {})
+    recipes = {**P3_BASE_RECIPE, **(recipes or {})}
+    bad = {n: r for n, r in recipes.items() if r not in ("p3", "recsae") or (r == "p3" and n != "mf")}
+    if bad:
+        raise ValueError(f"recipes must be 'recsae', or 'p3' for mf (P3's SGD MF), got {bad}")
     unknown = set(configs) - set(models)
     if unknown:
         raise ValueError(f"configs given for models that are not trained here: {sorted(unknown)}")
@@ -1128,9 +1377,12 @@ def p3_setup(
     d, _ = p3_sizes(ds.name)
     fits: dict[str, object] = {}
     for name in models:
-        with _timer(times, f"{name} (cached_fit)"):
+        with _timer(times, f"{name} (P3 SGD, cached)" if recipes[name] == "p3" else f"{name} (cached_fit)"):
             cfg = {"d": d, **configs.get(name, {})}
-            fits[name] = cached_fit(name, split, cfg, device=device, seed=seed, progress=progress)
+            if recipes[name] == "p3":
+                fits[name] = cached_p3_mf(split, P3MFConfig(**cfg), seed=seed)  # type: ignore[arg-type]
+            else:
+                fits[name] = cached_fit(name, split, cfg, device=device, seed=seed, progress=progress)
     users = p3_users(ds.n_users, test_frac, seed=seed)
     return P3Setup(ds, split, fits, users, labels, names, times)
 
@@ -1345,7 +1597,7 @@ def capped_epochs(
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
     data = p3_training_data(model, split, train_users, seed=seed)
-    steps_per_epoch = len(data.pairs) / P3_BATCH_SIZE[_kind(model)]  # type: ignore[arg-type]
+    steps_per_epoch = len(data) / P3_BATCH_SIZE[_kind(model)]
     return float(min(float(epochs), round(max_steps / steps_per_epoch, 2)))
 
 
