@@ -231,6 +231,13 @@ def test_p1_claims_from_a_page():
     assert c["spliced"].value == pytest.approx(0.05) and c["spliced"].status == "reproduced"
     assert c["ml20m"].status == "not comparable"
     assert all(x.status == "not comparable" for x in p1.claims("ml-100k", report, fvn, pd.DataFrame(rows)))
+    rows[2]["ndcg_drop"] = -2.0  # NDCG rose: reads as a rise, not "−-200%"
+    zero = SimpleNamespace(
+        explained_variance=0.9, accuracy={"base": {"ndcg@10": 0.0}, "spliced": {"ndcg@10": 0.01}}
+    )
+    c = _by_key(p1.claims("ml-1m-prefix", zero, fvn, pd.DataFrame(rows)))
+    assert "NDCG@10 +200%" in c["steer"].ours and c["steer"].value == pytest.approx(5.0)
+    assert c["spliced"].value is None and "is 0" in c["spliced"].note and "nan" not in c["spliced"].ours
 
 
 def test_p2_claims_from_a_page():

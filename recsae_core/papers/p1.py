@@ -1255,13 +1255,19 @@ def claims(
         out.append(spec["steer"].measure(0.0, "no α > 0 stays within the NDCG drop", dataset=dataset))
     else:
         r = row.iloc[0]
-        text = f"× {r.share_ratio:.2f} for −{r.ndcg_drop:.0%} at α = {r.alpha:g} ({r.share_0:.3f} → {r.share:.3f})"
+        text = (
+            f"× {r.share_ratio:.2f} with NDCG@{k} {-r.ndcg_drop:+.0%} at α = {r.alpha:g} "
+            f"(share {r.share_0:.3f} → {r.share:.3f})"
+        )
         out.append(spec["steer"].measure(float(r.share_ratio), text, dataset=dataset))
     acc = report.accuracy
     base, spliced = acc["base"][f"ndcg@{k}"], acc["spliced"][f"ndcg@{k}"]
-    change = (spliced - base) / base if base else float("nan")
-    out.append(
-        spec["spliced"].measure(abs(change), f"{change:+.1%} ({base:.4f} → {spliced:.4f})", dataset=dataset)
-    )
+    if base > 0:
+        change = (spliced - base) / base
+        text = f"{change:+.1%} ({base:.4f} → {spliced:.4f})"
+        out.append(spec["spliced"].measure(abs(change), text, dataset=dataset))
+    else:
+        why = f"the base model's NDCG@{k} is 0 ({base:.4f} → {spliced:.4f} spliced)"
+        out.append(spec["spliced"].measure(None, None, dataset=dataset, note=why))
     out.append(spec["ml20m"].measure(None, "—", dataset=dataset))
     return out
