@@ -474,10 +474,14 @@ class PlaygroundPanel:
         hit = cat[text.str.contains(s, regex=False)] if s else cat
         busy, self._busy = self._busy, True
         try:
+            keep = self.feature.value
             self.feature.options = [
                 (f"#{f} {d[:70] or '(no description)'}", int(f))
                 for f, d in zip(hit["feature"], hit["description"], strict=True)
             ]
+            ids = [v for _, v in self.feature.options]
+            # ipywidgets 8 leaves the value None when the options change: keep it or take the first
+            self.feature.value = keep if keep in ids else (ids[0] if ids else None)
         finally:
             self._busy = busy
         if update:

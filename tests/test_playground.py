@@ -206,6 +206,8 @@ def test_live_panel_searches_and_steers(page):
 
     panel = PlaygroundPanel([entry], cfg, alpha=2.0)
     assert len(panel.feature.options) == entry.sae.n_latents
+    first = panel.feature.options[0][1]  # a feature is selected and steered from the start
+    assert panel.feature.value == first and f"<b>#{first}</b>" in panel.output.value
     target = entry.catalog[entry.catalog["description"].str.startswith("Fires")].iloc[0]
     words = target["description"].split(" (")[0]
     panel.search.value = words
