@@ -391,9 +391,12 @@ def p3_site(
     cache_dir: Any = None,
 ) -> Site:
     """P3's site (papers.md §3.3-3.5): MF on P3's hold-out split (:func:`recsae_core.papers.p3.p3_setup`, the
-    P3 chapter's cached model), user **and** item embeddings; training data P3's pairs of the SAE users
-    (:func:`~recsae_core.papers.p3.p3_training_data`), P3-style SAEs with P3's MF loss (prediction loss
-    through the frozen model); held-out rows: the held-out users' vectors and the item table."""
+    P3 chapter's cached model, trained with P3's SGD recipe), user **and** item embeddings; training data P3's
+    pairs of the SAE users (:func:`~recsae_core.papers.p3.p3_training_data`, raw embeddings: P3's per-batch
+    min-max scaling, :data:`~recsae_core.papers.p3.P3_BATCH_MINMAX`, is not applied, so every architecture
+    sees the same rows), P3-style SAEs with P3's MF loss (prediction loss through the frozen model);
+    held-out rows: the held-out users' vectors and the item table. ``model_config``: :class:`P3MFConfig`
+    fields."""
     from recsae_core.papers import p3
     from recsae_core.sae import two_tower_scorer
 
