@@ -22,7 +22,7 @@ row's item (P1 §4.1-4.2); purity@10 of one feature per genre over item activati
 §4.7); the metadata explainer's description confidence (P2 §2.7, :mod:`recsae_core.concepts`); training
 seconds and rows/s.
 
-Matched sparsity: ``topk`` fixes L0 = ``k`` by construction, ``batch_topk`` fixes the batch mean at ``k`` (its
+Matched sparsity: ``topk`` keeps ``k`` latents per row by construction (fewer where ReLU leaves fewer positive), ``batch_topk`` fixes the batch mean at ``k`` (its
 inference threshold gives about ``k``); ``relu_l1``, ``p3`` and ``matryoshka`` reach a target L0 only
 through their L1 coefficient, which :func:`match_l0` searches (on training rows, seed 0; the other seeds reuse
 the coefficient). P3-style SAEs keep their KL term (ρ, weight) and, on the MF site only, P3's prediction loss
