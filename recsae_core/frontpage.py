@@ -154,6 +154,10 @@ def render_html(rows: Sequence[Row], *, prefix: str = "../", profile: str = "") 
                     + "</small>"
                 )
             status = _status_html(c.status, c.rule)
+            if c.status == "not comparable" and c.rule_status != "not comparable":
+                status += (
+                    f'<br><small style="color:#57606a">(rule here: {html.escape(c.rule_status)})</small>'
+                )
             note = c.note
         claim = html.escape(s.claim) + (
             f'<br><small style="color:#57606a">{html.escape(note)}</small>' if note else ""

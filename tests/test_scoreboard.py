@@ -148,6 +148,8 @@ def test_rows_prefer_a_comparable_page_and_list_the_others():
         [s], {("p1_sequential", "ml-100k"): pages[("p1_sequential", "ml-100k")]}
     )
     assert row.main.dataset == "ml-100k" and row.main.status == "not comparable"
+    html = frontpage.render_html([row], profile="smoke")
+    assert "(rule here: not)" in html and "tiny settings" in html
     # a page without claims vs no page at all
     (row,) = frontpage.scoreboard_rows([s], {("p1_sequential", "ml-100k"): []})
     assert row.main is None and "before" in row.missing
