@@ -67,6 +67,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -548,6 +549,28 @@ def postprocess(nb: Any, dataset: str) -> Any:
     return nb
 
 
+COST_TAG = "recsae-cost"
+
+
+def add_cost_footer(nb: Any, seconds: float, job: Job) -> Any:
+    """Append what the page cost to execute (issue 13: "every page shows what it cost"): wall seconds, the
+    device, the machine's CPU cores and the date (in place; returns ``nb``). Models and SAEs loaded
+    from the artifact cache cost nothing here, so a page's first run is the expensive one."""
+    import nbformat
+
+    device = job.params.get("device", "cpu")
+    cores = os.cpu_count() or "?"
+    minutes = f" ({seconds / 60:.1f} min)" if seconds >= 90 else ""
+    cell = nbformat.v4.new_markdown_cell(
+        f"*Executed by `recsae book` in {seconds:.0f} s{minutes} on {device} ({cores} CPU cores), "
+        f"{time.strftime('%Y-%m-%d')}; trained models and SAEs found in the artifact cache were loaded, not "
+        "trained.*"
+    )
+    cell.metadata["tags"] = [COST_TAG]
+    nb.cells.append(cell)
+    return nb
+
+
 def _source_cell(nb_out: Any, cell_index: int) -> tuple[int, str]:
     """1-based index of a failing cell in the *source* notebook (papermill inserted one cell) and its first line."""
     cells = nb_out.cells
@@ -640,6 +663,7 @@ def execute(job: Job, root: Path, *, progress: bool = True) -> float:
             tmp_nb.unlink(missing_ok=True)
             raise
         nb = postprocess(nbformat.read(tmp_nb, as_version=4), job.dataset)
+        add_cost_footer(nb, time.perf_counter() - t0, job)
         nbformat.write(nb, tmp)
         tmp_nb.unlink()
     seconds = time.perf_counter() - t0

@@ -6,6 +6,7 @@ The toy chapters need no data and run in a couple of seconds each (one kernel st
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -115,6 +116,9 @@ def test_runner_executes_skips_reexecutes_and_keeps_good_notebook_on_failure(
     assert any("parameters" in t and "remove-cell" in t for t in tags.values())
     assert any("injected-parameters" in t and "hide-input" in t for t in tags.values())
     assert nb.cells[0].source.startswith("# Toy chapter: a")
+    cost = [c for c in nb.cells if book.COST_TAG in c.metadata.get("tags", [])]  # what the page cost
+    assert len(cost) == 1 and nb.cells[-1] is cost[0]
+    assert re.search(r"Executed by `recsae book` in \d+ s on cpu", cost[0].source), cost[0].source
 
     # 2. unchanged inputs: both skipped
     second = _run(toy_root, out)
