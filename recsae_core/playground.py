@@ -46,6 +46,7 @@ __all__ = [
     "SteeringGrid",
     "describe_features",
     "grid_summary",
+    "label_selectivity",
     "p1_entry",
     "p2_entry",
     "pick_features",
@@ -223,7 +224,9 @@ def describe_features(
     protocol: :func:`recsae_core.concepts.build_pool` on the ``part`` users, the metadata explainer, P2's cases).
 
     Returns one row per feature: ``feature``, ``description`` (``""`` when it never reaches level 5),
-    ``confidence`` (NaN likewise), ``density`` (share of the case rows where it fires), ``max_act``.
+    ``confidence`` (NaN likewise), ``density`` (share of the case rows where it fires), ``max_act``, and
+    from its decoder atom (:func:`label_selectivity`) ``steers`` (the label whose items it raises most
+    among the items it raises most) and ``selectivity`` (that lift in share).
     """
     from recsae_core import concepts as C
 
@@ -249,19 +252,71 @@ def describe_features(
             "density": (pool.acts > 0).double().mean(0).numpy(),
             "max_act": pool.acts.max(0).values.clamp_min(0).numpy(),
         }
-    )
+    ).join(label_selectivity(model, sae, split.dataset.item_labels, split.dataset.label_names))
 
 
-def pick_features(catalog: pd.DataFrame, n: int) -> list[int]:
-    """The ``n`` features the static grid holds: live features with a description naming an attribute,
-    by confidence then density (then any live feature by density to fill up)."""
+def label_selectivity(
+    model: Recommender,
+    sae: SparseAutoencoder,
+    item_labels: Any,
+    label_names: Sequence[str],
+    *,
+    n_top: int = 50,
+    drop: Sequence[str] = ("unknown", "(no genres listed)"),
+) -> pd.DataFrame:
+    """Which label each feature steers towards, from its decoder atom alone (P1 §1.7's direct path): the
+    ``n_top`` items whose score one unit of the feature raises most (:func:`recsae_core.sae_eval.logit_effects`
+    with the model's output item table) and, per label, their share carrying it minus the catalogue's share
+    (the lift steering can bring into a top-k list). For a user-vector site of a dot-product model (BPR-MF)
+    the effect is exact; for SASRec block 0 it ignores the later block and the final LayerNorm. P1's
+    placeholder labels (``drop``, papers.md §1.4) and labels no item carries are skipped.
+
+    Returns one row per feature: ``steers`` (label name of the largest lift) and ``selectivity`` (the lift).
+    """
+    from recsae_core.explorer import output_table
+    from recsae_core.sae_eval import logit_effects
+
+    effect_MI = logit_effects(sae, output_table(model))
+    lab_IG = torch.as_tensor(np.asarray(item_labels, dtype=np.float64))
+    if lab_IG.ndim != 2 or lab_IG.shape[1] != len(label_names):
+        raise ValueError(f"item_labels must be (n_items, {len(label_names)}), got {tuple(lab_IG.shape)}")
+    ok = (lab_IG.sum(0) > 0) & torch.tensor([n not in set(drop) for n in label_names])
+    if not bool(ok.any()):
+        raise ValueError(f"label_selectivity: no label left (all empty or in drop={list(drop)})")
+    top_MN = torch.topk(effect_MI, min(n_top, effect_MI.shape[1]), dim=1).indices
+    lift_MG = (lab_IG[top_MN].mean(1) - lab_IG.mean(0)).masked_fill(~ok, float("-inf"))
+    best, g = lift_MG.max(1)
+    return pd.DataFrame({"steers": [label_names[i] for i in g.tolist()], "selectivity": best.numpy()})
+
+
+def pick_features(catalog: pd.DataFrame, n: int, n_label: int | None = None) -> list[int]:
+    """The ``n`` features the static grid holds, live ones only (firing on some evaluation user):
+
+    1. ``n_label`` (default ``n // 2``) **label features**: for each label, the live feature whose decoder
+       atom lifts it most among the items it raises most (``steers``/``selectivity`` of
+       :func:`describe_features`; P1 §1.7-1.8: a feature steers towards a genre as much as its atom lifts
+       that genre's items), labels taken by decreasing selectivity, one feature per label;
+    2. then the best-described live features (a description naming an attribute), by confidence then
+       density; then any live feature by density to fill up.
+    """
+    n_label = n // 2 if n_label is None else n_label
     live = catalog[catalog["density"] > 0]
-    named = live[(live["description"] != "") & ~live["description"].str.startswith(NO_DESCRIPTION)]
+    chosen: list[int] = []
+    if n_label > 0 and "steers" in live:
+        best = (
+            live.sort_values(["selectivity", "feature"], ascending=[False, True])
+            .drop_duplicates("steers")
+            .head(n_label)
+        )
+        chosen += [int(f) for f in best["feature"]]
+    rest = live[~live["feature"].isin(chosen)]
+    named = rest[(rest["description"] != "") & ~rest["description"].str.startswith(NO_DESCRIPTION)]
     first = named.sort_values(["confidence", "density", "feature"], ascending=[False, False, True])
-    rest = live[~live["feature"].isin(first["feature"])].sort_values(
+    other = rest[~rest["feature"].isin(first["feature"])].sort_values(
         ["density", "feature"], ascending=[False, True]
     )
-    return [int(f) for f in pd.concat([first, rest])["feature"].head(n)]
+    chosen += [int(f) for f in pd.concat([first, other])["feature"]]
+    return chosen[:n]
 
 
 # ---------------------------------------------------------------------------------------- groups
@@ -540,6 +595,8 @@ def _sae_data(entry: PlaygroundSAE, cfg: PlaygroundConfig, device: Any) -> dict[
                 "confidence": _r(row["confidence"], 3),
                 "density": _r(row["density"], 4),
                 "unit": _r(unit, 4),
+                "steers": str(row["steers"]),
+                "selectivity": _r(row["selectivity"], 4),
                 "label": g.raised_label(),
                 "groups": grp,
                 "users": per_user,
@@ -588,9 +645,9 @@ def playground_data(
 
 
 def grid_summary(data: dict[str, Any], group: int = 0) -> pd.DataFrame:
-    """One row per sampled feature of :func:`playground_data`: its label (most raised by steering), that
-    label's share of the top-k and NDCG@k at α = 0 and at the largest α, for group ``group`` (0 = all
-    sampled users)."""
+    """One row per sampled feature of :func:`playground_data`: the label its decoder atom favours (``atom
+    steers``), the label steering raises most at the largest α (``label``), that label's share of the top-k
+    and NDCG@k at α = 0 and at the largest α, for group ``group`` (0 = all sampled users)."""
     alphas = data["alphas"]
     a0, a1 = alphas.index(0.0), len(alphas) - 1
     rows = []
@@ -605,6 +662,7 @@ def grid_summary(data: dict[str, Any], group: int = 0) -> pd.DataFrame:
                     "feature": f["id"],
                     "description": f["description"],
                     "confidence": f["confidence"],
+                    "atom steers": f["steers"],
                     "label": names[lab],
                     "share α=0": g["share"][a0][lab],
                     f"share α={alphas[a1]:g}": g["share"][a1][lab],

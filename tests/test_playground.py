@@ -146,16 +146,42 @@ def page(world):
 
 
 def test_catalog_and_picked_features(page):
-    w, entry, _cfg, _ = page
+    w, entry, *_ = page
     cat = entry.catalog
     g = w.directions.shape[0]
     assert cat.loc[g, "density"] == 0 and cat.loc[g, "description"] == ""  # the dead feature
-    picked = P.pick_features(cat, g + 1)
+    # each planted feature's atom is its group's direction: it steers towards that group
+    assert cat["steers"].iloc[:g].tolist() == [f"g{j}" for j in range(g)]
+    assert (cat["selectivity"].iloc[:g] > 0.5).all()
+    picked = P.pick_features(cat, g + 1, n_label=0)
     assert g not in picked and len(picked) == g  # dead features are never sampled
     conf = cat.set_index("feature").loc[picked, "confidence"].to_numpy()
     named = [not d.startswith(P.NO_DESCRIPTION) for d in cat.set_index("feature").loc[picked, "description"]]
     assert all(np.diff(conf[np.array(named)]) <= 0)  # described features by confidence first
     assert named == sorted(named, reverse=True)
+    # label features first: the most selective, one per label
+    by_sel = cat.iloc[:g].sort_values("selectivity", ascending=False)["feature"].tolist()
+    assert P.pick_features(cat, 4, n_label=3)[:3] == by_sel[:3]
+    top, second = by_sel[0], by_sel[1]
+    twin = cat.copy()  # the second feature now steers towards the top feature's label, nearly as well
+    twin.loc[second, ["steers", "selectivity"]] = [cat.loc[top, "steers"], cat.loc[top, "selectivity"] - 1e-6]
+    assert second not in P.pick_features(twin, 4, n_label=4)[:3]  # that label already has its feature
+
+
+def test_label_selectivity_reads_the_atom(world):
+    w, split, sae = world
+    lab = np.asarray(split.dataset.item_labels, dtype=bool)
+    sel = P.label_selectivity(w.model, sae, lab, split.dataset.label_names, n_top=30)
+    emb = w.model.representation("planted.item", w.batch()).detach().double()
+    for j in range(6):
+        eff = (emb @ sae.W_dec[j].detach().double()).numpy()  # the planted SAE has no input scaling
+        top = np.argsort(-eff, kind="stable")[:30]
+        lift = lab[top].mean(0) - lab.mean(0)
+        assert sel.loc[j, "steers"] == f"g{int(np.argmax(lift))}" == f"g{j}"
+        assert sel.loc[j, "selectivity"] == pytest.approx(lift.max(), abs=1e-9)
+    dropped = P.label_selectivity(w.model, sae, lab, split.dataset.label_names, n_top=30, drop=["g2"])
+    assert "g2" not in set(dropped["steers"])
+    assert (dropped["steers"] == sel["steers"]).iloc[[0, 1, 3, 4, 5]].all()
 
 
 def test_page_data_matches_the_grid(page):

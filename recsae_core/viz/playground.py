@@ -3,7 +3,7 @@
 vanilla script (no other library than the page's vendored plotly.js, no outside request, no kernel).
 
 Controls: the SAE (dataset · model · site), a search box that filters the sampled features by words of their
-description or ``#id`` (as the feature explorer's list), and the users (a group or one sampled user). The
+description, the label their decoder atom steers towards, or ``#id`` (as the feature explorer's list), and the users (a group or one sampled user). The
 figure: the label shares of the top-k at α = 0 and at the chosen α, NDCG@k and the feature's label share
 against α, and below the top-k before → after (one user) or the items entering and leaving most lists (a
 group). Its slider moves α; every α's traces are in the figure and the slider toggles their visibility.
@@ -59,9 +59,9 @@ function setSae(i){
 }
 function rows(){
   const s=q.value.trim().toLowerCase();
-  const L=S.features.filter(f=>!s||('#'+f.id+' '+f.description).toLowerCase().includes(s));
+  const L=S.features.filter(f=>!s||('#'+f.id+' '+f.description+' '+f.steers).toLowerCase().includes(s));
   count.textContent=L.length+' of '+S.features.length+' sampled features ('+S.n_live+' live of '+S.n_latents+')';
-  tbody.innerHTML=L.map(f=>'<tr class="pg-row'+(f.id===fid?' pg-sel':'')+'" data-id="'+f.id+'"><td class="pg-num">'+f.id+'</td><td>'+esc(f.description)+'</td><td class="pg-num">'+fmt(f.confidence,2)+'</td><td class="pg-num">'+(100*f.density).toFixed(1)+'%</td></tr>').join('');
+  tbody.innerHTML=L.map(f=>'<tr class="pg-row'+(f.id===fid?' pg-sel':'')+'" data-id="'+f.id+'"><td class="pg-num">'+f.id+'</td><td>'+esc(f.description)+'</td><td>'+esc(f.steers)+'</td><td class="pg-num">'+fmt(f.confidence,2)+'</td><td class="pg-num">'+(100*f.density).toFixed(1)+'%</td></tr>').join('');
 }
 function itemsTable(a,f,names){
   const has=i=>S.item_labels[i].includes(f.label)?'#fde2b8':'white';
@@ -155,10 +155,10 @@ def playground_html(data: dict[str, Any], div_id: str = "steering-playground") -
         "Choose an SAE and users, search and click a feature, then move the slider.</p>"
         '<div class="pg-controls"><label>SAE <select class="pg-sae" aria-label="SAE"></select></label>'
         '<label>users <select class="pg-who" aria-label="users"></select></label></div>'
-        '<div class="pg-controls"><input type="search" placeholder="Search features by description or #id" '
+        '<div class="pg-controls"><input type="search" placeholder="Search features by description, genre or #id" '
         'aria-label="search features"><span class="pg-count pg-muted"></span></div>'
         '<div class="pg-list"><table class="pg-t"><thead><tr><th>#</th><th>description (metadata explainer)</th>'
-        "<th>confidence</th><th>density</th></tr></thead><tbody></tbody></table></div>"
+        "<th>atom steers</th><th>confidence</th><th>density</th></tr></thead><tbody></tbody></table></div>"
         '<div class="pg-title"></div><div class="pg-summary"></div>'
         f'<div class="pg-plot" id="{div_id}-plot"></div>'
         f'<script type="application/json" id="{div_id}-data">{payload}</script>'

@@ -83,8 +83,17 @@ def test_playground_search_filters_features_and_a_click_redraws(site, browser):
         words = target["description"].split(" (")[0]
         root.locator("input[type=search]").fill(words)
         ids = [int(rows.nth(j).get_attribute("data-id")) for j in range(rows.count())]
-        want = [f["id"] for f in sae["features"] if words.lower() in f["description"].lower()]
+        want = [
+            f["id"]
+            for f in sae["features"]
+            if words.lower() in (f["description"] + " " + f["steers"]).lower()
+        ]
         assert target["id"] in ids and ids == want
+        # by the genre its atom steers towards
+        genre = sae["features"][0]["steers"]
+        root.locator("input[type=search]").fill(genre)
+        ids = [int(rows.nth(j).get_attribute("data-id")) for j in range(rows.count())]
+        assert sae["features"][0]["id"] in ids
         # by #id: exactly that feature
         root.locator("input[type=search]").fill(f"#{target['id']} ")
         assert rows.count() == 1
