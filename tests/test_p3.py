@@ -741,7 +741,7 @@ def test_setup_and_interventions_on_ml100k(shared_data):
     assert all(m.config.d == 20 for m in setup.models.values())  # P3's embedding size
     assert isinstance(setup.fits["mf"].config, p3.P3MFConfig)  # MF: P3's own SGD recipe (issue 15)
     assert len(users.test) == ds.n_users // 5 and "unknown" not in setup.label_names
-    assert {"data + P3 split", "mf (P3 SGD, cached)", "ncf (cached_fit)"} <= set(setup.times)
+    assert {"data + P3 split", "mf (P3 recipe, cached)", "ncf (cached_fit)"} <= set(setup.times)
     torch.manual_seed(0)
     sae = P3SAE(P3Config(d_in=20, n_latents=22)).eval()
     neurons = {n: j % 22 for j, n in enumerate(setup.label_names)}
@@ -831,14 +831,32 @@ def test_fit_p3_mf_is_p3s_summed_per_sample_sgd(monkeypatch):
     assert float(m.global_bias.detach()) == 1.0 and len(res.history) == 1 and res.history["loss"].iloc[0] > 0
 
 
-def test_cached_p3_mf_reloads_the_same_model(tmp_path):
+def test_cached_p3_base_reloads_the_same_model(tmp_path):
     split = _toy_split(8, 20)
     cfg = p3.P3MFConfig(d=3, iterations=2)
-    a = p3.cached_p3_mf(split, cfg, seed=1, cache_dir=str(tmp_path))
-    b = p3.cached_p3_mf(split, cfg, seed=1, cache_dir=str(tmp_path))
+    a = p3.cached_p3_base("mf", split, cfg, seed=1, cache_dir=str(tmp_path))
+    b = p3.cached_p3_base("mf", split, cfg, seed=1, cache_dir=str(tmp_path))
     assert not a.from_cache and b.from_cache and a.path == b.path
     assert torch.equal(a.model.item_emb.weight, b.model.item_emb.weight) and len(b.history) == 2
-    c = p3.cached_p3_mf(split, p3.P3MFConfig(d=3, iterations=3), seed=1, cache_dir=str(tmp_path))
+    c = p3.cached_p3_base("mf", split, p3.P3MFConfig(d=3, iterations=3), seed=1, cache_dir=str(tmp_path))
     assert not c.from_cache and c.path != a.path
+    n = p3.cached_p3_base("ncf", split, p3.P3NCFConfig(d=3, hidden=(4,), epochs=2), cache_dir=str(tmp_path))
+    assert n.path.parent.name == "ncf-p3" and a.path.parent.name == "mf-p3"
     with pytest.raises(ValueError, match="alpha"):
         p3.P3MFConfig(alpha=0)
+    with pytest.raises(TypeError, match="P3NCFConfig"):
+        p3.cached_p3_base("ncf", split, cfg, cache_dir=str(tmp_path))
+
+
+def test_fit_p3_ncf_keeps_the_last_epoch_and_is_seeded():
+    split = _toy_split(12, 20)
+    cfg = p3.P3NCFConfig(d=3, hidden=(4,), lr=0.05, epochs=3, batch_size=16)
+    torch.manual_seed(123)
+    a = p3.fit_p3_ncf(split, cfg, seed=2)
+    torch.manual_seed(456)
+    b = p3.fit_p3_ncf(split, cfg, seed=2)
+    assert torch.equal(a.model.user_emb.weight, b.model.user_emb.weight)  # seeded, whatever the global RNG
+    assert a.best_epoch == 3 and list(a.history["epoch"]) == [1, 2, 3] and not a.model.training
+    one = p3.fit_p3_ncf(split, p3.P3NCFConfig(d=3, hidden=(4,), lr=0.05, epochs=1, batch_size=16), seed=2)
+    assert not torch.equal(one.model.user_emb.weight, a.model.user_emb.weight)  # no early stopping
+    assert a.history["loss"].iloc[-1] < a.history["loss"].iloc[0]

@@ -70,13 +70,14 @@ __all__ = [
     "FidelityResult",
     "MinMaxBatches",
     "P3MFConfig",
+    "P3NCFConfig",
     "P3Setup",
     "P3Users",
     "PopularityNeuron",
     "TwoTowerActs",
     "age_group_users",
     "beta_ablation",
-    "cached_p3_mf",
+    "cached_p3_base",
     "capped_epochs",
     "decade_profiles",
     "default_mask_seen",
@@ -84,6 +85,7 @@ __all__ = [
     "fidelity",
     "find_item",
     "fit_p3_mf",
+    "fit_p3_ncf",
     "genre_profiles",
     "intervention_plan",
     "interventions",
@@ -1281,11 +1283,95 @@ def fit_p3_mf(split: Split, config: P3MFConfig | None = None, *, seed: int = 0) 
     return TrainResult(model.eval(), history, cfg.iterations, cfg, "mf", time.perf_counter() - t0)
 
 
-def cached_p3_mf(
-    split: Split, config: P3MFConfig | None = None, *, seed: int = 0, cache_dir: str | None = None
+@dataclass
+class P3NCFConfig:
+    """P3's own NCF training (papers.md §3.4; ``train_model`` in ``training.ipynb``): Adam, BCE on
+    ``sigmoid(MLP([e_u; e_i]))``, one negative per positive re-drawn every epoch, ``N(0, 0.1)`` embeddings,
+    the last epoch kept (no early stopping)."""
+
+    d: int = 20
+    """Embedding size (P3 ML-1M: 20; Last.FM: 100)."""
+    hidden: tuple[int, ...] = (64, 32, 16)
+    """MLP layer sizes (P3: [64, 32, 16] then 1)."""
+    lr: float = 0.05
+    """Adam learning rate (P3 ML-1M: 0.05; Last.FM: 1e-3)."""
+    epochs: int = 30
+    """Epochs (P3: 30)."""
+    batch_size: int = 256
+    """Samples per step (P3: 256)."""
+
+    def __post_init__(self) -> None:
+        for name in ("d", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"P3NCFConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"P3NCFConfig.lr must be > 0, got {self.lr}")
+        self.hidden = tuple(int(h) for h in self.hidden)
+
+
+def fit_p3_ncf(split: Split, config: P3NCFConfig | None = None, *, seed: int = 0) -> object:
+    """Train P3's NCF with P3's recipe (:class:`P3NCFConfig`) on ``split.train``: a
+    :class:`recsae_core.train.TrainResult` holding a frozen :class:`~recsae_core.models.twotower.NCF` and one
+    history row per epoch (mean training BCE; no validation, the last epoch kept as in P3).
+
+    Not the default of :func:`p3_setup` (:data:`P3_BASE_RECIPE`): measured in issue 15. Deviation as
+    :func:`fit_p3_mf`: uniform negatives among the user's non-training items.
+    """
+    from recsae_core.models.twotower import NCF, NCFConfig
+    from recsae_core.train import TrainResult, sample_negatives
+
+    t0 = time.perf_counter()
+    cfg = config or P3NCFConfig()
+    ds = split.dataset
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = NCF(ds.n_users, ds.n_items, NCFConfig(d=cfg.d, hidden=cfg.hidden))
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pos = split.train[["user", "item"]].drop_duplicates().to_numpy(np.int64)
+    keys = np.sort(pos[:, 0] * ds.n_items + pos[:, 1])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    rows = []
+    model.train()
+    for ep in range(1, cfg.epochs + 1):
+        t_ep, total = time.perf_counter(), 0.0
+        neg = sample_negatives(pos[:, 0], ds.n_items, keys, rng)
+        u_all = torch.from_numpy(np.concatenate([pos[:, 0], pos[:, 0]]))
+        i_all = torch.from_numpy(np.concatenate([pos[:, 1], neg]))
+        y_all = torch.cat([torch.ones(len(pos)), torch.zeros(len(pos))])
+        for idx in torch.randperm(len(u_all), generator=gen).split(cfg.batch_size):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                model.pair_scores(u_all[idx], i_all[idx]), y_all[idx]
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        rows.append(
+            {
+                "epoch": ep,
+                "loss": total / len(u_all),
+                "valid_ndcg@10": float("nan"),
+                "valid_hr@10": float("nan"),
+                "train_s": time.perf_counter() - t_ep,
+                "valid_s": 0.0,
+            }
+        )
+    model.eval()
+    return TrainResult(model, pd.DataFrame(rows), cfg.epochs, cfg, "ncf", time.perf_counter() - t0)
+
+
+def cached_p3_base(
+    name: str,
+    split: Split,
+    config: P3MFConfig | P3NCFConfig | None = None,
+    *,
+    seed: int = 0,
+    cache_dir: str | None = None,
 ) -> object:
-    """:func:`fit_p3_mf` through the artifact cache (``<cache>/mf-p3/``; keyed by the dataset, the split,
-    the config, the seed and this trainer's source). Returns a :class:`recsae_core.train.TrainResult`."""
+    """:func:`fit_p3_mf` (``name="mf"``) or :func:`fit_p3_ncf` (``"ncf"``) through the artifact cache
+    (``<cache>/<name>-p3/``; keyed by the dataset, the split, the config, the seed and the trainer's source).
+    Returns a :class:`recsae_core.train.TrainResult`."""
     import inspect
     import os
     import shutil
@@ -1297,33 +1383,40 @@ def cached_p3_mf(
     from recsae_core.train import TrainResult
     from recsae_core.utils import stable_hash
 
-    cfg = config or P3MFConfig()
+    fits = {"mf": (fit_p3_mf, P3MFConfig), "ncf": (fit_p3_ncf, P3NCFConfig)}
+    if name not in fits:
+        raise ValueError(f"P3's own training recipe exists for {sorted(fits)}, not {name!r}")
+    fit_fn, cfg_cls = fits[name]
+    cfg = config or cfg_cls()
+    if not isinstance(cfg, cfg_cls):
+        raise TypeError(f"{name} needs a {cfg_cls.__name__}, got {type(cfg).__name__}")
     key = stable_hash(
         {
             "dataset": [split.dataset.name, cache.dataset_fingerprint(split.dataset)],
             "split": [split.name, split.seed, cache.split_fingerprint(split)],
             "config": asdict(cfg),
             "seed": seed,
-            "source": stable_hash(inspect.getsource(fit_p3_mf)),
+            "source": stable_hash(inspect.getsource(fit_fn)),
         }
     )
     root = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{split.dataset.name}-{split.name}")
-    final = root / "mf-p3" / f"{safe}-s{seed}-{key}"
+    final = root / f"{name}-p3" / f"{safe}-s{seed}-{key}"
     if (final / cache.CONFIG).is_file():
         model, info = cache.load_model(final)
         hist = final / cache.HISTORY
         history = pd.read_csv(hist) if hist.is_file() else pd.DataFrame()
         seconds = float(info.get("seconds", 0.0))
-        return TrainResult(model, history, cfg.iterations, cfg, "mf", seconds, True, final)
-    res = fit_p3_mf(split, cfg, seed=seed)
+        kept = cfg.iterations if isinstance(cfg, P3MFConfig) else cfg.epochs
+        return TrainResult(model, history, kept, cfg, name, seconds, True, final)
+    res = fit_fn(split, cfg, seed=seed)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     os.chmod(tmp, 0o755)
     try:
         meta = {"key": key, "recipe": "p3", "p3_config": asdict(cfg), "seconds": res.seconds, "seed": seed}
         cache.save_model(
-            res.model, tmp, model_name="mf", config=res.model.config, history=res.history, meta=meta
+            res.model, tmp, model_name=name, config=res.model.config, history=res.history, meta=meta
         )
         try:
             os.rename(tmp, final)
@@ -1351,8 +1444,8 @@ def p3_setup(
     5 test positives per user) and train or reload each model with P3's embedding size (:func:`p3_sizes`)
     under ``configs[name]``; hold out ``test_frac`` of the users from SAE training (:func:`p3_users`).
 
-    ``recipes[name]`` (default :data:`P3_BASE_RECIPE`): ``"p3"`` trains MF with P3's own SGD recipe
-    (:func:`cached_p3_mf`, ``configs["mf"]`` = :class:`P3MFConfig` fields); ``"recsae"`` uses recsae's
+    ``recipes[name]`` (default :data:`P3_BASE_RECIPE`): ``"p3"`` trains the model with P3's own recipe
+    (:func:`cached_p3_base`; ``configs[name]`` = :class:`P3MFConfig` / :class:`P3NCFConfig` fields); ``"recsae"`` uses recsae's
     trainer through ``cache.cached_fit`` as the base-models chapter (``configs[name]`` = the model's config
     fields)."""
     from recsae_core.cache import cached_fit
@@ -1361,9 +1454,9 @@ def p3_setup(
 
     configs = dict(configs or {})
     recipes = {**P3_BASE_RECIPE, **(recipes or {})}
-    bad = {n: r for n, r in recipes.items() if r not in ("p3", "recsae") or (r == "p3" and n != "mf")}
+    bad = {n: r for n, r in recipes.items() if r not in ("p3", "recsae")}
     if bad:
-        raise ValueError(f"recipes must be 'recsae', or 'p3' for mf (P3's SGD MF), got {bad}")
+        raise ValueError(f"recipes must be 'p3' (P3's own training) or 'recsae' (cached_fit), got {bad}")
     unknown = set(configs) - set(models)
     if unknown:
         raise ValueError(f"configs given for models that are not trained here: {sorted(unknown)}")
@@ -1377,10 +1470,13 @@ def p3_setup(
     d, _ = p3_sizes(ds.name)
     fits: dict[str, object] = {}
     for name in models:
-        with _timer(times, f"{name} (P3 SGD, cached)" if recipes[name] == "p3" else f"{name} (cached_fit)"):
+        with _timer(
+            times, f"{name} (P3 recipe, cached)" if recipes[name] == "p3" else f"{name} (cached_fit)"
+        ):
             cfg = {"d": d, **configs.get(name, {})}
             if recipes[name] == "p3":
-                fits[name] = cached_p3_mf(split, P3MFConfig(**cfg), seed=seed)  # type: ignore[arg-type]
+                cfg_cls = P3MFConfig if name == "mf" else P3NCFConfig
+                fits[name] = cached_p3_base(name, split, cfg_cls(**cfg), seed=seed)  # type: ignore[arg-type]
             else:
                 fits[name] = cached_fit(name, split, cfg, device=device, seed=seed, progress=progress)
     users = p3_users(ds.n_users, test_frac, seed=seed)
