@@ -48,6 +48,7 @@ def plot_pareto(
     """
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, grid = plt.subplots(2, 2, figsize=(9.5, 7.2))
     axes = grid.ravel()
@@ -76,6 +77,9 @@ def plot_pareto(
                 float(runs["neuron_mean_max_corr"].iloc[0]), color="0.4", ls=":", lw=1.5, label="raw neurons"
             )
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(LABELS["l0"])
         ax.set_ylabel(LABELS.get(col, col))
         ax.set_title(f"{LABELS.get(col, col)} vs L0")
@@ -105,6 +109,8 @@ TABLE_COLUMNS: dict[str, str] = {
     "spliced_ndcg@10": "spliced NDCG@10",
     "rbo": "RBO@30",
 }
+#: decimals per column (3 for the others).
+DECIMALS: dict[str, int] = {"l0": 1, "train_seconds": 1, "rows_per_second": 0}
 #: the second table's columns (interpretability and cost).
 TABLE_COLUMNS_2: dict[str, str] = {
     "mean_max_corr": "mean max corr",
@@ -123,10 +129,10 @@ def comparison_table(summary: Any, columns: dict[str, str] | None = None, captio
     import numpy as np
     import pandas as pd
 
-    def cell(m: float, lo: float, hi: float, big: bool) -> str:
+    def cell(m: float, lo: float, hi: float, decimals: int) -> str:
         if not np.isfinite(m):
             return "–"
-        f = "{:,.0f}" if big else "{:.3f}"
+        f = f"{{:,.{decimals}f}}"
         if not (np.isfinite(lo) and np.isfinite(hi)):
             return f.format(m)
         return f"{f.format(m)} ± {f.format((hi - lo) / 2)}"
@@ -138,9 +144,9 @@ def comparison_table(summary: Any, columns: dict[str, str] | None = None, captio
             continue
         if col not in summary or not summary[col].notna().any():
             continue
-        big = col in ("rows_per_second",)
+        decimals = DECIMALS.get(col, 3)
         out[name] = [
-            cell(m, lo, hi, big)
+            cell(m, lo, hi, decimals)
             for m, lo, hi in zip(summary[col], summary[f"{col}_lo"], summary[f"{col}_hi"], strict=True)
         ]
     return table(out, index=False, caption=caption)
