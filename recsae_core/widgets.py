@@ -390,11 +390,14 @@ class PlaygroundPanel:
         entries: the SAEs (:class:`recsae_core.playground.PlaygroundSAE`, with ``catalog`` filled by
             :func:`recsae_core.playground.describe_features`).
         config: groups, α unit, k (:class:`recsae_core.playground.PlaygroundConfig`).
+        alpha: the slider's first value; device: where the models score (``"cuda"`` on a GPU).
     """
 
     ONE_USER = "one user"
 
-    def __init__(self, entries: Sequence[Any], config: Any = None, *, alpha: float = 3.0) -> None:
+    def __init__(
+        self, entries: Sequence[Any], config: Any = None, *, alpha: float = 3.0, device: Any = None
+    ) -> None:
         import ipywidgets as w
         import numpy as np
 
@@ -402,11 +405,11 @@ class PlaygroundPanel:
 
         if not entries:
             raise ValueError("PlaygroundPanel needs at least one PlaygroundSAE")
-        self.entries, self.cfg = list(entries), config or PlaygroundConfig()
+        self.entries, self.cfg, self.device = list(entries), config or PlaygroundConfig(), device
         self._groups: dict[int, dict[str, Any]] = {}
         for i, e in enumerate(self.entries):
             if e.catalog is None:
-                e.catalog = describe_features(e.model, e.site, e.sae, e.split, e.part)
+                e.catalog = describe_features(e.model, e.site, e.sae, e.split, e.part, device=device)
             rng = np.random.default_rng(self.cfg.seed)
             cand = np.unique(e.split.targets(e.part)["user"].to_numpy(np.int64))
             sample = rng.choice(cand, size=min(self.cfg.n_users, len(cand)), replace=False)
@@ -516,7 +519,16 @@ class PlaygroundPanel:
         else:
             users, who = list(self._groups[self.sae.value][self.who.value]), self.who.value
         g = steering_grid(
-            e.model, e.site, e.sae, e.split, j, sorted({0.0, a}), users=users, part=e.part, k=self.cfg.k
+            e.model,
+            e.site,
+            e.sae,
+            e.split,
+            j,
+            sorted({0.0, a}),
+            users=users,
+            part=e.part,
+            k=self.cfg.k,
+            device=self.device,
         )
         i0, i1 = g.alphas.index(0.0), g.alphas.index(a)
         sh, nd = g.shares(), g.ndcg()
