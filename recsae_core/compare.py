@@ -817,6 +817,39 @@ def compare_site(
     return out
 
 
+def matched_sae(
+    site: Site,
+    cfg: CompareConfig,
+    runs: pd.DataFrame,
+    architecture: str,
+    seed: int | None = None,
+    *,
+    device: Any = "cpu",
+    cache_dir: Any = None,
+) -> SparseAutoencoder:
+    """The matched SAE of ``architecture`` and ``seed`` (default ``cfg.seeds[0]``) that :func:`compare_site`
+    trained at ``site`` — rebuilt with the coefficient recorded in ``runs`` and reloaded from the SAE cache
+    (trained again only when the cache lost it), in eval mode. For the feature explorer of every
+    architecture (issue 9)."""
+    seed = cfg.seeds[0] if seed is None else int(seed)
+    sel = runs[(runs["run"] == "matched") & (runs["architecture"] == architecture) & (runs["seed"] == seed)]
+    if sel.empty:
+        raise ValueError(
+            f"no matched run of {architecture!r} with seed {seed} in runs; "
+            f"architectures {sorted(set(runs['architecture']))}, seeds {sorted(set(runs['seed']))}"
+        )
+    coeff = float(sel["coeff"].iloc[0])
+    sc = arch_config(
+        architecture,
+        site.d_in,
+        cfg.n_latents,
+        cfg.k,
+        None if math.isnan(coeff) else coeff,
+        p3_recipe=site.p3_recipe,
+    )
+    return _train(site, sc, cfg.train, seed, device=device, cache_dir=cache_dir).sae.eval()
+
+
 # ------------------------------------------------------------------------------------------------ summary
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """``(mean, low, high)``: Student-t interval of the mean over seeds (NaN bounds with fewer than 2 values)."""

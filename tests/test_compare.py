@@ -201,6 +201,18 @@ def test_compare_site_on_planted_concepts(tmp_path):
     pd.testing.assert_series_equal(
         again["explained_variance"].reset_index(drop=True), runs["explained_variance"].reset_index(drop=True)
     )
+    # the explorer's SAE: the matched one, back from the cache (same weights as the evaluated run)
+    sae = compare.matched_sae(site, cfg, runs, "relu_l1", 1, cache_dir=tmp_path)
+    x = site.eval_acts.acts.float()
+    with torch.no_grad():
+        ev = 1 - ((sae(x).x_hat - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    other = compare.matched_sae(site, cfg, runs, "relu_l1", 2, cache_dir=tmp_path)
+    assert not torch.equal(other.W_dec, sae.W_dec)  # the seed picks the run
+    row = relu[relu["seed"] == 1].iloc[0]
+    assert abs(float(ev) - row["explained_variance"]) < 0.02, (float(ev), row["explained_variance"])
+    assert sae.cfg.l1_coeff == m.coeff
+    with pytest.raises(ValueError, match="no matched run"):
+        compare.matched_sae(site, cfg, runs, "batch_topk", cache_dir=tmp_path)
     summary = compare.summarise(runs)
     assert (summary["seeds"] == 3).all()
     assert (

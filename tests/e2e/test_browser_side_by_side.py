@@ -1,6 +1,6 @@
 """The side-by-side chapter in the built smoke book, in Chromium: one Pareto figure per site, two tables per
 site with the five architectures and every metric column (RBO at the MF site only), a measured conclusion per
-site, and no request leaves the page's origin."""
+site, a working feature explorer per architecture, and no request leaves the page's origin."""
 
 from __future__ import annotations
 
@@ -70,5 +70,15 @@ def test_side_by_side_page_has_figures_tables_and_conclusions(site, browser):
         assert 0.8 * k <= topk_l0 <= k, (topk_l0, k)
     assert text.count("Measured conclusion.") == len(SITES)
     assert "beats" in text and "Page time" in text
+    # one feature explorer per architecture (P1's site): its list fills and a row opens that feature's card
+    for arch in ARCHS:
+        root = page.locator(f"#sbs-explorer-{arch}")
+        assert root.count() == 1, f"no explorer for {arch}"
+        root.scroll_into_view_if_needed()
+        rows = root.locator(".rx-list tbody tr")
+        assert rows.count() > 0, arch
+        fid = rows.nth(rows.count() - 1).get_attribute("data-id")
+        rows.nth(rows.count() - 1).click()
+        assert root.locator(".rx-title").inner_text().startswith(f"Feature #{fid}:"), arch
     assert visit.outside == [] and visit.unexpected_errors() == []
     visit.page.close()
