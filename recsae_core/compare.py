@@ -345,21 +345,22 @@ def p2_site(
     (:func:`~recsae_core.papers.p2.p2_split`, the model of :func:`~recsae_core.papers.p2.p2_base_models`),
     the final hidden states at every valid position of the training histories (training rows) and of the
     test users (held out); spliced at the last position, ranks pessimistic on ties (P2 §4.3)."""
-    from recsae_core.cache import cached_fit
     from recsae_core.papers import p1, p2
 
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    ds = _load(dataset)
-    split = p2.p2_split(ds, seed=seed)
-    labels, names = p1.genre_labels(split.dataset)
-    t0 = _tick(times, "data + split", t0)
-    fit = cached_fit(
-        "sasrec", split, {**p2.P2_SASREC, **(model_config or {})}, device=device, seed=seed, progress=False
+    bm = p2.p2_base_models(
+        _load(dataset),
+        ["sasrec"],
+        {"sasrec": dict(model_config or {})},
+        seed=seed,
+        device=device,
+        progress=False,
     )
-    model = fit.model.eval()
+    split, model = bm.split, bm.results["sasrec"].model.eval()
+    labels, names = p1.genre_labels(split.dataset)
     site = p2.p2_site(model)
-    t0 = _tick(times, "base model (cached_fit)", t0)
+    t0 = _tick(times, "data, split and base model (p2_base_models)", t0)
     kw = dict(positions="all", device=device, progress=False, cache_dir=cache_dir)
     train = sae_eval.cached_activations(model, site, p2.p2_user_batch(split, model.maxlen), **kw)
     held = sae_eval.cached_activations(model, site, probe.part_batch(model, split, "test"), **kw)
@@ -655,15 +656,22 @@ def _concepts(site: Site, sae: SparseAutoencoder, n_latents: int, seed: int, dev
     of ``n_latents`` live latents, and the share at confidence >= 0.8."""
     from recsae_core import concepts as C
 
-    split = site.concept_split or site.split
-    pool = C.build_pool(site.model, site.concept_site or site.site, sae, split, "test", device=device)
-    table = C.attribute_table(pool, split)
-    live = torch.nonzero((pool.acts > 0).any(0)).squeeze(1).numpy()
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(live, size=min(n_latents, len(live)), replace=False)) if len(live) else live
-    cases = C.sample_cases(pool, chosen.tolist(), C.CaseConfig(seed=seed))
-    sims = C.simulate_latents(C.MetadataExplainer(table), cases)
-    scores = C.score_latents(sims, n_boot=20, seed=seed)
+    def sample_live(pool: C.CasePool) -> list[int]:
+        live = torch.nonzero((pool.acts > 0).any(0)).squeeze(1).numpy()
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(live, size=min(n_latents, len(live)), replace=False)).tolist()
+
+    scores = C.describe_sae(
+        site.model,
+        site.concept_site or site.site,
+        sae,
+        site.concept_split or site.split,
+        latents=sample_live,
+        hard=False,
+        n_boot=20,
+        seed=seed,
+        device=device,
+    ).scores
     if scores.empty:
         return {"description_confidence": float("nan"), "described": 0, "share_conf>=0.8": float("nan")}
     c = scores["confidence"].to_numpy(float)

@@ -336,11 +336,10 @@ def explore_sae(
     :func:`feature_cards`."""
     from recsae_core import concepts as C
 
-    pool = C.build_pool(model, site, sae, split, "test", device=device)
-    table = C.attribute_table(pool, split)
-    ex = explainer if explainer is not None else C.MetadataExplainer(table)
-    cases = C.sample_cases(pool, config=case_config)
-    scores = C.score_latents(C.simulate_latents(ex, cases, pool), n_boot=n_boot)
+    d = C.describe_sae(
+        model, site, sae, split, explainer=explainer, case_config=case_config, n_boot=n_boot, device=device
+    )
+    pool, table, scores = d.pool, d.table, d.scores
     data = feature_cards(
         model, site, sae, split, pool, table, scores, title=title, config=config, device=device
     )

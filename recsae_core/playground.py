@@ -231,12 +231,8 @@ def describe_features(
     """
     from recsae_core import concepts as C
 
-    pool = C.build_pool(model, site, sae, split, part, device=device)
-    table = C.attribute_table(pool, split)
-    cases = C.sample_cases(pool, config=C.CaseConfig(seed=seed))
-    scores = C.score_latents(
-        C.simulate_latents(C.MetadataExplainer(table), cases, pool), n_boot=n_boot, seed=seed
-    )
+    d = C.describe_sae(model, site, sae, split, part, n_boot=n_boot, seed=seed, device=device)
+    pool, scores = d.pool, d.scores
     by = scores.set_index("latent") if len(scores) else None
     M = pool.acts.shape[1]
     desc = [""] * M

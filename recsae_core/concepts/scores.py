@@ -29,22 +29,31 @@ independently (stratified), seeded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from recsae_core import metrics
-from recsae_core.concepts.cases import Case, CasePool, LatentCases
-from recsae_core.concepts.explainers import Description, Explainer
+from recsae_core.concepts.cases import Case, CaseConfig, CasePool, LatentCases, build_pool, sample_cases
+from recsae_core.concepts.explainers import (
+    AttributeTable,
+    Description,
+    Explainer,
+    MetadataExplainer,
+    attribute_table,
+)
 
 __all__ = [
+    "DescribedSAE",
     "LatentSimulation",
     "bootstrap_interval",
     "coherence",
     "coherence_summary",
+    "describe_sae",
     "hard_negatives",
     "high_confidence_counts",
     "score_latents",
@@ -326,3 +335,47 @@ def coherence_summary(
     if confident is not None:
         add("trained SAE, confidence ≥ 0.8", pool.acts, list(confident))
     return pd.DataFrame(rows)
+
+
+@dataclass
+class DescribedSAE:
+    """What :func:`describe_sae` computed: the case ``pool``, its attribute ``table`` and one ``scores`` row
+    per described latent (:func:`score_latents`)."""
+
+    pool: CasePool
+    table: AttributeTable
+    scores: pd.DataFrame
+
+
+def describe_sae(
+    model: Any,
+    site: str,
+    sae: Any,
+    split: Any,
+    part: str = "test",
+    *,
+    latents: Sequence[int] | Callable[[CasePool], Sequence[int]] | None = None,
+    table_fn: Callable[[AttributeTable], AttributeTable] | None = None,
+    explainer: Explainer | None = None,
+    hard: bool = True,
+    case_config: CaseConfig | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: Any = None,
+) -> DescribedSAE:
+    """P2's describe → simulate → score for one SAE (papers.md §2.7, §4.5), the one pipeline the P2 chapter,
+    the feature explorer, the playground and the side-by-side comparison share: :func:`build_pool` on the
+    ``part`` cases of ``split``, :func:`attribute_table` (through ``table_fn`` if given, e.g. the P2
+    chapter's shuffled-label control), P2's cases (``case_config``, default ``CaseConfig(seed=seed)``) of
+    ``latents`` (ids, a function of the pool, or every latent), the ``explainer`` (default the
+    :class:`MetadataExplainer` of the table), simulated on held-out and random cases and, with ``hard``, on
+    hard negatives (:func:`hard_negatives`), scored with ``n_boot`` bootstrap resamples."""
+    pool = build_pool(model, site, sae, split, part, device=device)
+    table = attribute_table(pool, split)
+    if table_fn is not None:
+        table = table_fn(table)
+    ids = latents(pool) if callable(latents) else latents
+    cases = sample_cases(pool, ids, case_config or CaseConfig(seed=seed))
+    ex = explainer if explainer is not None else MetadataExplainer(table)
+    sims = simulate_latents(ex, cases, pool if hard else None)
+    return DescribedSAE(pool, table, score_latents(sims, n_boot=n_boot, seed=seed))

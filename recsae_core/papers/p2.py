@@ -547,15 +547,19 @@ def concept_scores(
     """
     from recsae_core import concepts as C
 
-    cs = p2_concept_split(split)
-    pool = C.build_pool(model, site, sae, cs, "test", device=device)
-    table = C.attribute_table(pool, cs)
-    if control:
-        table = shuffled_table(table, seed)
-    explainer = C.MetadataExplainer(table)
-    cases = C.sample_cases(pool, None, case_config or C.CaseConfig(seed=seed))
-    sims = C.simulate_latents(explainer, cases)
-    return pool, C.score_latents(sims, n_boot=n_boot, seed=seed)
+    d = C.describe_sae(
+        model,
+        site,
+        sae,
+        p2_concept_split(split),
+        table_fn=(lambda t: shuffled_table(t, seed)) if control else None,
+        hard=False,
+        case_config=case_config,
+        n_boot=n_boot,
+        seed=seed,
+        device=device,
+    )
+    return d.pool, d.scores
 
 
 def confidence_summary(scores: Any, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
