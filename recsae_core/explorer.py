@@ -15,7 +15,10 @@ as plain JSON (rendered by :func:`recsae_core.viz.concepts.explorer_html` as sel
 * **neighbours** — by co-activation (Jaccard of the rows where both fire) and by decoder cosine;
 * **causal effect** — the feature steered (``add`` its largest activation on the case rows, error term
   kept; :func:`recsae_core.exposure.steered_lists`) for sample users: items that enter and leave their
-  top-k lists (how many users) and NDCG@k of those users before and after.
+  top-k lists (how many users) and NDCG@k of those users before and after. At an item-table site
+  (``<model>.item``, P3's SAEs) adding to every item's code moves all of a user's scores alike (no ranking
+  change for a dot-product model, :class:`~recsae_core.steer.Steer`), so there the feature is *scaled*
+  (``ExplorerConfig.item_scale``, default ×2) in every item's code: items carrying it rise.
 
 Dead features (never active on the case rows) are listed without a card.
 """
@@ -75,8 +78,12 @@ class ExplorerConfig:
     """Histogram bins over (0, max activation]."""
     seed: int = 0
     """Seeds the sample users."""
+    item_scale: float = 2.0
+    """Causal effect at an item-table site: the feature is multiplied by this in every item's code."""
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.item_scale) or self.item_scale == 1.0:
+            raise ValueError(f"ExplorerConfig.item_scale must be finite and != 1, got {self.item_scale!r}")
         for name in (
             "n_top",
             "n_band_examples",
@@ -198,6 +205,10 @@ def feature_cards(
             card["dead"] = True
             cards.append(card)
             continue
+        if row is None and bool(fire[:, j].all()):
+            card["label"] = (
+                "Fires on every case: no inactive case to score a description against (P2's protocol)."
+            )
         col = acts[:, j]
         pos = col[col > 0]
         hi = float(pos.max())
@@ -271,8 +282,9 @@ def feature_cards(
 def _causal(
     model, site, sae, split, j, value, sample, base_users, base_top, base_acc, cfg, ref, device
 ) -> dict[str, Any]:
+    edit = Steer(j, cfg.item_scale, "scale") if site.endswith(".item") else Steer(j, value)
     users, top, acc = steered_lists(
-        model, site, sae, split, "test", Steer(j, value), k=cfg.k, users=sample, device=device
+        model, site, sae, split, "test", edit, k=cfg.k, users=sample, device=device
     )
     if not torch.equal(users, base_users):
         raise RuntimeError("steered and base lists are not in the same user order")
@@ -293,6 +305,7 @@ def _causal(
     )
     return {
         "value": _r(value, 3),
+        "edit": f"×{cfg.item_scale:g} in every item's code" if edit.mode == "scale" else f"+{value:.3g}",
         "entered": most(entered),
         "left": most(left),
         "changed": _r(changed / cfg.k, 3),

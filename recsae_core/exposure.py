@@ -13,7 +13,8 @@
 * :func:`steered_lists` and :func:`popularity_tradeoff` — top-K lists of the evaluation cases with an edit
   of SAE latents applied (:func:`recsae_core.steer.steered_scores_fn`, i.e. ``probe.spliced_scores_fn`` with
   ``edit``), and the accuracy/popularity trade-off as the strength of the edit varies (e.g. suppressing a
-  popularity latent: ``mode="add"`` with negative values, or ``mode="set"``).
+  popularity latent: ``mode="add"`` with negative values, or ``mode="set"``; at an item-table site
+  ``mode="scale"`` with values below 1, since adding to every item's code moves all scores of a user alike).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Steering: edit SAE features of users or items and score with the frozen recommender (P1 §1.8, P3 §3.7).
 
 Edits (:class:`Steer`): **add** ``alpha`` to a feature (P1), **set** it to a value (P1's "set to 10", P3's
-boosting/promotion), or **suppress** it by setting a negative value (P3 allows negative activations).
+boosting/promotion), **suppress** it by setting a negative value (P3 allows negative activations), or
+**scale** it (at an item-table site the one edit that re-ranks a dot-product model: see :class:`Steer`).
 Where: user-vector sites (``<model>.user``, ``sasrec.last``), SASRec positions (``sasrec.block0``, by
 default the last position, as P1), or rows of an item table (``<model>.item``, P3's item promotion).
 
@@ -29,12 +30,17 @@ from recsae_core.utils import resolve_device
 
 __all__ = ["Steer", "steer_scores", "steered_scores_fn", "steering_sweep", "suppress"]
 
-MODES = ("add", "set")
+MODES = ("add", "set", "scale")
 
 
 @dataclass(frozen=True)
 class Steer:
-    """An edit of SAE activations: ``acts[:, features] += value`` (``"add"``) or ``= value`` (``"set"``)."""
+    """An edit of SAE activations: ``acts[:, features] += value`` (``"add"``), ``= value`` (``"set"``) or
+    ``*= value`` (``"scale"``: 1 leaves them, 0 removes the features, negative values invert them).
+
+    At an item-table site (``<model>.item``) ``add`` and ``set`` move every item by the same vector, which
+    shifts each user's scores uniformly and leaves the ranking of a dot-product model unchanged; ``scale``
+    acts on each item in proportion to its own activation, so it is the edit that re-ranks there."""
 
     features: int | tuple[int, ...]
     value: float
@@ -55,6 +61,8 @@ class Steer:
         out = acts_NM.clone()
         if self.mode == "add":
             out[..., feats] += self.value
+        elif self.mode == "scale":
+            out[..., feats] *= self.value
         else:
             out[..., feats] = self.value
         return out

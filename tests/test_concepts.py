@@ -95,6 +95,9 @@ def test_few_active_rows_reuse_the_describe_cases():
     )
     cases = C.sample_cases(pool, config=C.CaseConfig(min_level=1))
     assert cases[0].reused and [c.row for c in cases[0].heldout] == [c.row for c in cases[0].describe]
+    # latent 1 fires on every row: no random inactive case, so P2's confidence is undefined -> left out
+    # (it used to reach the scorer with 0 random cases and fail the whole page)
+    assert set(cases) == {0}
 
 
 def test_case_and_item_text_follow_p2():
@@ -448,3 +451,17 @@ def test_describe_sae_is_the_shared_pipeline(planted):
         w.model, "planted.item", sae, split, table_fn=shuffle, case_config=CFG, n_boot=50
     )
     assert control.scores["confidence"].mean() < d.scores["confidence"].mean() - 0.2
+
+
+def test_scores_of_no_latent_keep_their_columns():
+    """A pool where no latent can be scored gives an empty frame with the usual columns (pages index it)."""
+    acts = torch.linspace(0.1, 5, 40)[:, None].repeat(1, 3)  # every latent fires on every row
+    pool = C.CasePool(
+        acts, torch.randn(40, 4), torch.arange(40), torch.arange(40), torch.zeros(40, 0), "user", "x"
+    )
+    assert C.sample_cases(pool) == {}
+    empty = C.score_latents({})
+    assert empty.empty and {"latent", "description", "confidence", "confidence_lo", "simulation"} <= set(
+        empty
+    )
+    assert empty.set_index("latent")["description"].get(0, "none") == "none"

@@ -77,3 +77,32 @@ def test_html_is_self_contained_and_carries_the_data(cards):
     assert X.payload_bytes(data) < 60_000
     with pytest.raises(ValueError, match="div_id"):
         VC.explorer_html(data, "bad id")
+
+
+def test_item_site_cards_scale_the_feature_and_raise_its_items():
+    """At an item-table site the causal edit scales the feature in every item's code (adding would move all
+    of a user's scores alike): the items that enter the lists carry the feature's planted group."""
+    w = planted_world(n_users=500, n_items=300, n_groups=6, seed=2)
+    split = planted_split(w)
+    g, d = w.directions.shape
+    sae = from_config(ReluL1Config(d_in=d, n_latents=g, input_norm="none")).eval()
+    with torch.no_grad():
+        sae.W_enc.copy_(w.directions)
+        sae.W_dec.copy_(w.directions)
+        sae.b_enc.fill_(-0.3)
+        sae.b_dec.zero_()
+    pool = C.build_pool(w.model, "planted.item", sae, split)
+    assert pool.kind == "item" and len(pool.acts) == w.model.n_items
+    table = C.attribute_table(pool, split)
+    cfg = X.ExplorerConfig(n_users=60)
+    data = X.feature_cards(w.model, "planted.item", sae, split, pool, table, None, title="items", config=cfg)
+    moved = 0
+    for j, f in enumerate(data["features"]):
+        c = f["causal"]
+        assert c["edit"].startswith("×2")
+        if c["entered"]:
+            moved += 1
+            assert all(j in _group(w, data, i) for i, _ in c["entered"][:3])
+    assert moved >= g - 1
+    with pytest.raises(ValueError, match="item_scale"):
+        X.ExplorerConfig(item_scale=1.0)

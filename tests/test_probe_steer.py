@@ -264,6 +264,27 @@ def test_item_promotion_moves_only_the_edited_item(world, trained):
     assert (new[fans, item] > base[fans, item]).float().mean() > 0.9
 
 
+def test_scale_is_the_item_site_edit_that_re_ranks(world, trained):
+    """At an item-table site ``add`` moves every item by one vector (a per-user constant on a dot-product
+    score: no ranking changes), ``scale`` acts per item: 1 is the base model, 0 removes the feature."""
+    sae, feat = trained
+    b = world.batch()
+    j = int(feat[4])
+    base = world.model.score(b)
+    added = steer.steer_scores(world.model, "planted.item", sae, b, steer.Steer(j, 3.0, "add"))
+    shift = added - base
+    assert shift.abs().max() > 1e-3  # the edit did reach the scores
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-4)  # ... as a per-user constant
+    assert torch.equal(
+        steer.steer_scores(world.model, "planted.item", sae, b, steer.Steer(j, 1.0, "scale")), base
+    )
+    removed = steer.steer_scores(world.model, "planted.item", sae, b, steer.Steer(j, 0.0, "scale"))
+    lab = world.item_groups[:, 4]
+    fans = world.user_taste[:, 4] > 0.5
+    share = lambda s: M.label_share(M.top_k_items(s[fans], 10), lab)  # noqa: E731
+    assert share(removed) < 0.5 * share(base)
+
+
 # ----------------------------------------------------------------------------------- splice accuracy
 def planted_split(world):
     r, c = torch.nonzero(world.seqs > 0, as_tuple=True)

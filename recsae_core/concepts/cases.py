@@ -146,7 +146,9 @@ def activation_levels(acts_NM: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 def sample_cases(
     pool: CasePool, latents: Sequence[int] | None = None, config: CaseConfig | None = None
 ) -> dict[int, LatentCases]:
-    """P2's cases per latent (module docstring). Latents without any row at ``min_level`` are left out.
+    """P2's cases per latent (module docstring). Latents without any row at ``min_level`` are left out, and
+    so are latents that fire on every row: with no inactive row there is no random case, and P2's
+    confidence (half of it the precision on random inactive cases) is undefined for them.
 
     Deterministic given ``config.seed`` (each latent draws from its own generator, so the cases of a latent
     do not depend on which other latents are asked for).
@@ -158,7 +160,8 @@ def sample_cases(
     for j in ids:
         col = acts[:, j]
         ok = torch.nonzero(lev[:, j] >= cfg.min_level).squeeze(1)
-        if len(ok) == 0:
+        inactive = torch.nonzero(col <= 0).squeeze(1).numpy()
+        if len(ok) == 0 or len(inactive) == 0:
             continue
         order = ok[torch.argsort(-col[ok], stable=True)][: cfg.n_describe + cfg.n_heldout]
         rng = np.random.default_rng([cfg.seed, j])
@@ -167,7 +170,6 @@ def sample_cases(
         reused = len(held) == 0
         if reused:
             held = desc
-        inactive = torch.nonzero(col <= 0).squeeze(1).numpy()
         rand = rng.choice(inactive, size=min(cfg.n_random, len(inactive)), replace=False)
 
         def mk(rows: Sequence[int], role: str, j: int = j) -> list[Case]:

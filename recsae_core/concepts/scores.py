@@ -234,7 +234,22 @@ def score_latents(sims: Mapping[int, LatentSimulation], *, n_boot: int = 1000, s
                 **score_simulation(s, n_boot=n_boot, seed=seed + j),
             }
         )
+    if not rows:  # no latent had cases (e.g. every one fires on every row): same columns, no rows
+        scored = [f"{k}{s}" for k in _SCORES for s in ("", "_lo", "_hi")]
+        cols = ["latent", "description", "attributes", "reused", "recall", "precision", *scored]
+        return pd.DataFrame(columns=[*cols, "unparseable", "n_heldout", "n_random", "n_hard"])
     return pd.DataFrame(rows)
+
+
+_SCORES = (
+    "confidence",
+    "confidence_strict",
+    "balanced_accuracy_random",
+    "f1_random",
+    "balanced_accuracy_hard",
+    "f1_hard",
+    "simulation",
+)
 
 
 def high_confidence_counts(

@@ -90,7 +90,7 @@ function open(id){
   h+='<div class="rx-box"><h4>Items per activation band</h4><table class="rx-t"><tr><th>band</th><th>contains</th><th>examples</th></tr>'+f.bands.map(b=>'<tr><td>'+esc(b[0])+'</td><td class="rx-num">'+pct(b[1])+'</td><td>'+b[2].map(i=>esc(IT[i])).join('<br>')+'</td></tr>').join('')+'</table></div>';
   h+='<div class="rx-box"><h4>Label enrichment (top rows vs all rows)</h4><table class="rx-t"><tr><th>attribute</th><th>top</th><th>all</th><th>lift</th><th>p (Bonf.)</th></tr>'+f.enrich.map(e=>'<tr><td>'+esc(e[0])+'</td><td class="rx-num">'+pct(e[1])+'</td><td class="rx-num">'+pct(e[2])+'</td><td class="rx-num">'+fmt(e[3])+'</td><td class="rx-num">'+(e[4]<1e-3?Number(e[4]).toExponential(1):fmt(e[4],3))+'</td></tr>').join('')+'</table></div>';
   const c=f.causal;
-  h+='<div class="rx-box"><h4>Causal effect: steered +'+fmt(c.value)+' for '+D.n_users+' users</h4><p>'+pct(c.changed)+' of each top-'+D.k+' replaced; NDCG@'+D.k+' '+fmt(c.ndcg[0],4)+' → '+fmt(c.ndcg[1],4)+'</p><div class="rx-plot rx-causal"></div></div>';
+  h+='<div class="rx-box"><h4>Causal effect: steered '+esc(c.edit||('+'+fmt(c.value)))+' for '+D.n_users+' users</h4><p>'+pct(c.changed)+' of each top-'+D.k+' replaced; NDCG@'+D.k+' '+fmt(c.ndcg[0],4)+' → '+fmt(c.ndcg[1],4)+'</p><div class="rx-plot rx-causal"></div></div>';
   h+='<div class="rx-box"><h4>Neighbours</h4><p><b>co-activation</b> (Jaccard): '+links(f.neighbours.coactivation)+'</p><p><b>decoder cosine</b>: '+links(f.neighbours.decoder)+'</p></div>';
   h+='</div>';
   card.innerHTML=h;
