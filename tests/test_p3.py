@@ -182,6 +182,20 @@ def test_monosemanticity_genre_neuron_beats_a_mixed_one():
 
 
 # ---------------------------------------------------------------------------------------- popularity
+def test_item_bias_popularity_reads_mf_bias_and_skips_ncf():
+    counts = torch.tensor([0, 1, 3, 10, 30, 100])
+    mf = MF(3, 6, MFConfig(d=4))
+    with torch.no_grad():
+        mf.item_bias.copy_(torch.log1p(counts.double()).float() * 2 - 1)
+    assert p3.item_bias_popularity(mf, counts) == pytest.approx(1.0)
+    with torch.no_grad():
+        mf.item_bias.copy_(-mf.item_bias)
+    assert p3.item_bias_popularity(mf, counts) == pytest.approx(-1.0)
+    assert p3.item_bias_popularity(NCF(3, 6, NCFConfig(d=4)), counts) is None
+    with pytest.raises(ValueError, match="6"):
+        p3.item_bias_popularity(mf, counts[:5])
+
+
 def test_popularity_neuron_tracks_distinct_user_counts():
     gen = torch.Generator().manual_seed(0)
     n_items = 80

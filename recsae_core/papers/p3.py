@@ -89,6 +89,7 @@ __all__ = [
     "genre_profiles",
     "intervention_plan",
     "interventions",
+    "item_bias_popularity",
     "item_decades",
     "item_table",
     "item_user_counts",
@@ -727,6 +728,22 @@ def popularity_neuron(item_acts: torch.Tensor, item_counts: torch.Tensor, top: i
     table.loc[j, "is_popularity"] = True
     others = float(table["mean_rank"].drop(index=j).mean()) if len(table) > 1 else float("nan")
     return PopularityNeuron(j, float(ranks[j]), others, table)
+
+
+def item_bias_popularity(model: torch.nn.Module, item_counts: torch.Tensor | np.ndarray) -> float | None:
+    """Pearson correlation of the model's per-item score bias with log(1 + popularity), or None for a model
+    without one (NCF). P3's MF scores ``σ(b + b_u + b_i + p·q)``: what ``b_i`` carries of popularity is outside
+    the embeddings the SAE encodes, so no SAE neuron can take it away (the de-biasing section says so)."""
+    bias = getattr(model, "item_bias", None)
+    if not isinstance(bias, torch.Tensor):
+        return None
+    b = bias.detach().double().cpu().numpy()
+    c = np.log1p(np.asarray(item_counts, dtype=np.float64))
+    if len(b) != len(c):
+        raise ValueError(f"item_counts has {len(c)} items, the model's item bias {len(b)}")
+    if b.std() == 0 or c.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(b, c)[0, 1])
 
 
 # ------------------------------------------------------------------------------------------ temporal
