@@ -101,6 +101,7 @@ function open(id){
   const short=s=>s.length>28?s.slice(0,27)+'…':s;
   plot(card.querySelector('.rx-effect'),[{type:'bar',orientation:'h',y:ef.map(p=>short(IT[p[0]])),x:ef.map(p=>p[1]),marker:{color:ef.map(p=>p[1]>=0?'#59a14f':'#e15759')}}],{margin:{l:170,r:10,t:10,b:36},yaxis:{autorange:'reversed'},xaxis:{title:{text:'logit change per unit'}}});
   const en=c.entered.map(p=>[short(IT[p[0]]),p[1]]), lf=c.left.map(p=>[short(IT[p[0]]),-p[1]]);
+  if(!en.length&&!lf.length){card.querySelector('.rx-causal').textContent='No item entered or left these users\' top-'+D.k+' lists.';return;}
   plot(card.querySelector('.rx-causal'),[{type:'bar',orientation:'h',name:'enter',y:en.map(p=>p[0]),x:en.map(p=>p[1]),marker:{color:'#59a14f'}},{type:'bar',orientation:'h',name:'leave',y:lf.map(p=>p[0]),x:lf.map(p=>p[1]),marker:{color:'#e15759'}}],{margin:{l:170,r:10,t:10,b:36},showlegend:false,yaxis:{autorange:'reversed'},xaxis:{title:{text:'users (enter + / leave −)'}}});
 }
 q.addEventListener('input',rows); sortSel.addEventListener('change',rows); dead.addEventListener('change',rows);
