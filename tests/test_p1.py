@@ -598,3 +598,109 @@ def test_recipe_comparison_trains_each_variant_on_the_runs_rows(world, world_sae
     assert t.loc[1, "l0"] == pytest.approx(float((h1 > 0).sum(1).double().mean()), rel=1e-6)
     again = p1.recipe_comparison(run, variants, train_config=tc)
     assert again.loc[1, "cache_hit"] is True and again.loc[1, "l0"] == t.loc[1, "l0"]
+
+
+# ------------------------------------------------------------------------------------ correlation gap
+@pytest.fixture(scope="module")
+def p1_world(world):
+    """The planted world with staggered start times (user u starts at u * 1000), split as P1 splits."""
+    from recsae_core.data.splits import p1_new_users
+
+    n_users = world.seqs.shape[0]
+    r, c = torch.nonzero(world.seqs > 0, as_tuple=True)
+    inter = pd.DataFrame(
+        {
+            "user": r.numpy(),
+            "item": (world.seqs[r, c] - 1).numpy(),
+            "timestamp": (r * 1000 + c).numpy(),
+            "rating": np.float32(1.0),
+        }
+    )
+    n_items = world.item_groups.shape[0]
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(n_items),
+            "title": [f"item {i}" for i in range(n_items)],
+            "year": pd.array([pd.NA] * n_items, dtype="Int64"),
+        }
+    )
+    names = [f"g{i}" for i in range(world.item_groups.shape[1])]
+    ds = RecDataset(
+        "planted-p1",
+        inter,
+        items,
+        world.item_groups.numpy().copy(),
+        names,
+        pd.DataFrame({"user_id": np.arange(n_users)}),
+    )
+    return ds, p1_new_users(ds)
+
+
+def test_subsample_train_users_is_nested_and_keeps_the_probed_rows(p1_world):
+    _, split = p1_world
+    half, quarter = p1.subsample_train_users(split, 0.5), p1.subsample_train_users(split, 0.25)
+    n = split.train["user"].nunique()
+    assert half.train["user"].nunique() == round(0.5 * n) and quarter.train["user"].nunique() == round(
+        0.25 * n
+    )
+    assert set(quarter.train["user"]) <= set(half.train["user"]) <= set(split.train["user"])
+    kept = split.train[split.train["user"].isin(half.train["user"].unique())]
+    assert len(half.train) == len(kept)  # whole histories of the kept users
+    for part in ("sae", "test_full"):
+        assert half.extra[part] is split.extra[part]
+    assert half.test is split.test and half.valid is split.valid and half.name != split.name
+    assert p1.subsample_train_users(split, 1.0) is split
+    with pytest.raises(ValueError, match="fraction"):
+        p1.subsample_train_users(split, 0.0)
+
+
+def test_linear_decodability_finds_linear_labels_only():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 8, generator=g)
+    linear = (x @ torch.arange(1.0, 9.0) > 2.0)[:, None]
+    noise = torch.rand(4000, 1, generator=g) < 0.3
+    r = p1.linear_decodability(x, torch.cat([linear, noise], 1))
+    assert r[0] > 0.75 and r[1] < 0.1
+    shifted = p1.linear_decodability(x + 5.0, torch.cat([linear, noise], 1))  # the intercept absorbs offsets
+    assert torch.allclose(r, shifted, atol=1e-6)
+    with pytest.raises(ValueError, match="rows"):
+        p1.linear_decodability(x[:10], noise)
+
+
+def test_training_users_curve_varies_only_the_base_models_users(p1_world, tmp_path, monkeypatch):
+    from recsae_core import metrics
+    from recsae_core.cache import cached_fit
+    from recsae_core.sae_eval import cached_activations, cached_sae
+
+    monkeypatch.setenv("RECSAE_HOME", str(tmp_path))
+    ds, split = p1_world
+    mc = {"d": 16, "n_heads": 1, "maxlen": 20, "epochs": 2, "batch_size": 64, "patience": 1}
+    sc = p1.p1_sae_config(16, n_latents=32)
+    tc = p1.p1_train_config(steps=100, batch_size=256, warmup_steps=10)
+    kw = dict(model_config=mc, sae_config=sc, train_config=tc, cache_dir=tmp_path)
+    c = p1.training_users_curve(ds, (0.5, 1.0), **kw)
+    n = split.train["user"].nunique()
+    assert c["fraction"].tolist() == [0.5, 1.0] and c["train_users"].tolist() == [round(n / 2), n]
+    genres = [col for col in c.columns if col.startswith("corr_")]
+    assert len(genres) == len(ds.label_names)
+    assert c["mean_max_corr"].to_numpy() == pytest.approx(c[genres].mean(axis=1).to_numpy())
+    # the half row is the half-users model's SAE on the unchanged test rows, recomputed from the caches
+    half = p1.subsample_train_users(split, 0.5)
+    fit = cached_fit("sasrec", half, {**p1.P1_MODEL_CONFIG, **mc}, cache_dir=tmp_path)
+    assert fit.from_cache
+    rec = fit.model.eval()
+    akw = dict(positions="all", progress=False, cache_dir=tmp_path)
+    tr = cached_activations(rec, "sasrec.block0", p1.sequences(split, "sae", 20), **akw)
+    te = cached_activations(rec, "sasrec.block0", p1.sequences(split, "test_full", 20), **akw)
+    res = cached_sae(tr, sc, tc, seed=0, cache_dir=tmp_path, progress=False)
+    assert res.meta.get("cache_hit") is True
+    h, g = p1.encode_rows(res.sae, te.acts), p1.row_labels(te, p1.genre_labels(ds)[0])
+    assert c.loc[0, "mean_max_corr"] == pytest.approx(metrics.mean_max_correlation(h, g))
+    assert c.loc[0, "linear_r"] == pytest.approx(float(p1.linear_decodability(te.acts, g).mean()))
+    seen = torch.zeros(ds.n_items, dtype=torch.bool)
+    seen[torch.from_numpy(half.train["item"].to_numpy(np.int64, copy=True))] = True
+    common = seen[te.items]
+    assert c.attrs == {"test_rows": len(te.items), "common_rows": int(common.sum())}
+    assert c.loc[0, "mean_max_corr_common"] == pytest.approx(
+        metrics.mean_max_correlation(h[common], g[common])
+    )

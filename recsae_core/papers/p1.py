@@ -55,6 +55,7 @@ __all__ = [
     "features_vs_neurons",
     "genre_labels",
     "headline",
+    "linear_decodability",
     "logit_effect_by_label",
     "logit_effects",
     "p1_sae_config",
@@ -71,8 +72,10 @@ __all__ = [
     "steering_selectivity",
     "steering_table",
     "steering_tradeoff",
+    "subsample_train_users",
     "sweep",
     "top_bottom_items",
+    "training_users_curve",
 ]
 
 #: P1's steering strengths (§1.8: α ∈ {-10, -8, ..., 10}).
@@ -789,6 +792,151 @@ def correlations(run: P1Run, *, max_rows: int | None = 200_000, seed: int = 42) 
     papers.md §4.1: a seeded sample of at most 200,000 rows)."""
     idx = metrics.sample_rows(len(run.sae_acts), max_rows or len(run.sae_acts), seed)
     return metrics.pearson_matrix(run.sae_acts[idx], run.labels[idx])
+
+
+# ------------------------------------------------------------------------------- the correlation gap
+def subsample_train_users(split: Any, fraction: float, seed: int = 0) -> Any:
+    """``split`` with only a seeded ``fraction`` of the recommender's (``train``) users; every other part
+    (SAE users, validation, test users) unchanged, so models fitted on it are probed on the same rows.
+
+    Subsets are nested: for one ``seed`` a smaller fraction keeps a prefix of the same user permutation.
+    The split's name records the fraction (it keys :func:`recsae_core.cache.cached_fit`).
+    """
+    import dataclasses
+
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return split
+    users = np.sort(split.train["user"].unique())
+    perm = np.random.default_rng(seed).permutation(len(users))
+    keep = users[perm[: max(1, round(fraction * len(users)))]]
+    train = split.train[split.train["user"].isin(keep)].reset_index(drop=True)
+    return dataclasses.replace(split, name=f"{split.name}-train{fraction:g}-s{seed}", train=train)
+
+
+def linear_decodability(x_ND: Any, labels: Any) -> torch.Tensor:
+    """``(G,)`` multiple correlation R of each label with its least-squares linear fit on the rows ``x``
+    (with intercept; in sample, so 65 parameters on thousands of rows): how linearly the probed site
+    encodes each genre, a property of the base model alone (no SAE involved). Used by
+    :func:`training_users_curve` to show that the correlation gap to P1 (papers.md §1.10) comes from the
+    base model: a single SAE feature is one ReLU direction of ``x``."""
+    x = torch.as_tensor(x_ND).double()
+    g = torch.as_tensor(np.asarray(labels)).double()
+    if x.shape[0] != g.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} rows, labels {g.shape[0]}")
+    X = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], 1)
+    fit = X @ torch.linalg.lstsq(X, g).solution
+    return metrics.pearson_matrix(fit, g).diagonal().clone()
+
+
+def training_users_curve(
+    dataset: Any,
+    fractions: Sequence[float] = (0.25, 0.5, 1.0),
+    *,
+    model_seeds: Sequence[int] = (0,),
+    subsample_seed: int = 0,
+    model_config: Any = None,
+    sae_config: Any = None,
+    train_config: Any = None,
+    drop_labels: Sequence[str] = DROP_LABELS,
+    split_seed: int = 42,
+    k: int = 10,
+    device: Any = "cpu",
+    cache_dir: Any = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """How P1's headline (mean over genres of the max Pearson correlation, papers.md §4.1) moves with the
+    amount of data the **base model** is trained on, everything else fixed (issue #14).
+
+    P1's ML-1M development run trains GPT4Rec on 3,262 users (papers.md §1.10); ``ml-1m-prefix`` (users
+    1-2999) leaves 1,619 for SASRec under the same split. Here the SAE users, the test users (the rows and
+    their genres), the SAE recipe (:func:`p1_sae_config`, :func:`p1_train_config`, SAE seed 0) and the
+    model config stay as :func:`run` has them; only ``fraction`` of the recommender's users
+    (:func:`subsample_train_users`) and the base model's seed vary. Every model, activation set and SAE
+    goes through the caches (fraction 1.0, seed 0 is the chapter's own run).
+
+    Returns one row per (fraction, model_seed): ``fraction``, ``model_seed``, ``train_users``,
+    ``train_rows``, ``ndcg@k`` (base model, test users), ``explained_variance``, ``mean_max_corr`` (all test
+    rows), ``mean_max_corr_common`` (only test rows whose item every model of the curve was trained on),
+    ``neuron_mean_max_corr`` (raw block-0 dimensions), ``linear_r`` (mean over genres of
+    :func:`linear_decodability`), then ``corr_<genre>`` per genre. ``attrs["test_rows"]`` and
+    ``attrs["common_rows"]`` count the rows.
+    """
+    from recsae_core.cache import cached_fit
+    from recsae_core.data.splits import p1_new_users
+    from recsae_core.evaluate import evaluate
+    from recsae_core.sae_eval import cached_activations, cached_sae
+
+    if not fractions or not model_seeds:
+        raise ValueError("give at least one fraction and one model seed")
+    if isinstance(dataset, str):
+        from recsae_core.data.loaders import load_dataset
+
+        dataset = load_dataset(dataset, download=False, progress=False)
+    split = p1_new_users(dataset, seed=split_seed)
+    item_labels, names = genre_labels(dataset, drop_labels)
+    cfg = {**P1_MODEL_CONFIG, **(model_config or {})}
+    rows, codes, seen = [], [], []
+    test_items = None
+    for frac in fractions:
+        sub = subsample_train_users(split, float(frac), subsample_seed)
+        known = torch.zeros(dataset.n_items, dtype=torch.bool)
+        known[torch.from_numpy(sub.train["item"].to_numpy(np.int64, copy=True))] = True
+        for ms in model_seeds:
+            fit = cached_fit(
+                "sasrec", sub, cfg, seed=int(ms), device=device, progress=progress, cache_dir=cache_dir
+            )
+            rec = fit.model.eval()
+            site, maxlen = "sasrec.block0", int(rec.maxlen)
+            kw = dict(positions="all", device=device, progress=progress, cache_dir=cache_dir)
+            tr = cached_activations(rec, site, sequences(split, "sae", maxlen), **kw)
+            te = cached_activations(rec, site, sequences(split, "test_full", maxlen), **kw)
+            if test_items is None:
+                test_items = te.items.clone()
+            elif not torch.equal(test_items, te.items):
+                raise RuntimeError("test rows differ between models; the curve needs the same rows for all")
+            scfg = sae_config if sae_config is not None else p1_sae_config(tr.acts.shape[1])
+            tc = train_config if train_config is not None else p1_train_config()
+            sae = cached_sae(tr, scfg, tc, seed=0, cache_dir=cache_dir, device=device, progress=progress).sae
+            sae.eval()
+            h = encode_rows(sae, te.acts)
+            g = row_labels(te, item_labels)
+            x = te.acts.float()
+            with torch.no_grad():
+                x_hat = torch.cat(
+                    [
+                        sae.decode(h[s : s + 65_536].to(sae.W_enc.device)).float().cpu()
+                        for s in range(0, len(h), 65_536)
+                    ]
+                )
+            per = metrics.per_label_summary(h, g, names, auc=False)
+            acc = evaluate(rec, split, "test", ks=(k,), device=device)
+            rows.append(
+                {
+                    "fraction": float(frac),
+                    "model_seed": int(ms),
+                    "train_users": int(sub.train["user"].nunique()),
+                    "train_rows": len(sub.train),
+                    f"ndcg@{k}": float(acc[f"ndcg@{k}"]),
+                    "explained_variance": metrics.explained_variance(x, x_hat),
+                    "mean_max_corr": float(per["max_corr"].mean()),
+                    "neuron_mean_max_corr": metrics.mean_max_correlation(x, g),
+                    "linear_r": float(linear_decodability(x, g).mean()),
+                    **{f"corr_{n}": float(v) for n, v in zip(names, per["max_corr"], strict=True)},
+                }
+            )
+            codes.append((h, g))
+            seen.append(known[te.items])
+    common = torch.stack(seen).all(0)
+    for row, (h, g) in zip(rows, codes, strict=True):
+        row["mean_max_corr_common"] = metrics.mean_max_correlation(h[common], g[common])
+    out = pd.DataFrame(rows)
+    lead = ["fraction", "model_seed", "train_users", "train_rows", f"ndcg@{k}", "explained_variance"]
+    lead += ["mean_max_corr", "mean_max_corr_common", "neuron_mean_max_corr", "linear_r"]
+    out = out[lead + [c for c in out.columns if c not in lead]]
+    out.attrs = {"test_rows": len(common), "common_rows": int(common.sum())}
+    return out
 
 
 # ------------------------------------------------------------------------------------ tables
