@@ -69,3 +69,39 @@ class Visit:
 def chapter_pages(pages: list[str], chapter: str) -> list[str]:
     """The per-dataset pages of ``chapter`` in the served book (its index page left out)."""
     return [p for p in pages if p.startswith(f"chapters/{chapter}/") and not p.endswith("/index")]
+
+
+def search_and_open_card(page, div: str) -> dict:
+    """In the feature explorer ``div`` of ``page``: search a described feature by the words of its label (read
+    from the embedded data), check the list narrows to rows that include it, open its card and wait for its
+    plots (histogram and item effects, plus the causal bars when steering changed any list). Returns the
+    feature's data."""
+    root = page.locator(f"#{div}")
+    assert root.count() == 1, f"no explorer #{div}"
+    root.scroll_into_view_if_needed()
+    data = page.evaluate(f"() => JSON.parse(document.getElementById('{div}-data').textContent).features")
+    target = next(
+        (
+            f
+            for f in data
+            if f.get("label") and not f.get("dead") and not f["label"].startswith("No metadata")
+        ),
+        None,
+    )
+    assert target, f"{div}: no feature with a description"
+    root.locator("input[type=search]").fill(target["label"].split(" (")[0])
+    rows = root.locator(".rx-list tbody tr")
+    ids = [int(rows.nth(i).get_attribute("data-id")) for i in range(rows.count())]
+    assert target["id"] in ids and len(ids) < len(data), (div, target["label"], len(ids))
+    root.locator(f'.rx-list tbody tr[data-id="{target["id"]}"]').click()
+    assert f"Feature #{target['id']}" in root.locator(".rx-title").inner_text()
+    c = target["causal"]
+    n_plots = 3 if c["entered"] or c["left"] else 2
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#{div} .rx-card .js-plotly-plot').length === {n_plots}",
+        timeout=5000,
+    )
+    assert root.locator(".rx-card .js-plotly-plot .bars path").count() > 3
+    if n_plots == 2:
+        assert "No item entered or left" in root.locator(".rx-card").inner_text()
+    return target

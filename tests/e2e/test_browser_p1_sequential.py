@@ -4,7 +4,7 @@ page's origin."""
 
 from __future__ import annotations
 
-from browser_support import BROWSER_MARKS, Visit, chapter_pages
+from browser_support import BROWSER_MARKS, Visit, chapter_pages, search_and_open_card
 
 pytestmark = BROWSER_MARKS
 
@@ -71,5 +71,29 @@ def test_p1_steering_slider_changes_the_plot(site, browser):
     assert after["alpha"] == [top] and after["header"] == [f"α = {top:g}: title"]
     assert sum(after["shown"]) == sum(before["shown"])
     assert f"α = {top:g}: title" in view.inner_text()  # the rendered table, not only the data, changed
+    assert visit.outside == [] and visit.unexpected_errors() == []
+    visit.page.close()
+
+
+def test_p1_explorer_opens_cards_and_the_steered_features_link_to_them(site, browser):
+    base, pages = site
+    found = chapter_pages(pages, "p1_sequential")
+    visit = Visit(browser, base)
+    page = visit.open(found[0])
+    divs = page.evaluate(
+        "() => [...document.querySelectorAll('[id^=p1-explorer-]')].map(e => e.id).filter(i => !i.endsWith('-data'))"
+    )
+    assert "p1-explorer-sasrec" in divs, divs
+    for div in divs:  # one per probed model (smoke: SASRec and BERT4Rec)
+        search_and_open_card(page, div)
+    # the steered-features table links to a card; following it opens that feature
+    link = page.locator("main a[href^='#p1-explorer-sasrec-']").first
+    assert link.count() == 1, "no link from the steered features into the explorer"
+    fid = int(link.get_attribute("href").rsplit("-", 1)[1])
+    link.click()
+    page.wait_for_timeout(300)
+    assert f"Feature #{fid}" in page.locator("#p1-explorer-sasrec .rx-title").inner_text()
+    text = page.locator("main").inner_text()
+    assert "De-biasing: a popularity feature" in text and "long-tail share" in text.lower()
     assert visit.outside == [] and visit.unexpected_errors() == []
     visit.page.close()

@@ -4,7 +4,7 @@ leaves the page's origin."""
 
 from __future__ import annotations
 
-from browser_support import BROWSER_MARKS, Visit, chapter_pages
+from browser_support import BROWSER_MARKS, Visit, chapter_pages, search_and_open_card
 
 pytestmark = BROWSER_MARKS
 
@@ -50,5 +50,25 @@ def test_p3_page_has_figures_the_purity_table_and_no_outside_request(site, brows
     ):
         assert heading in text, heading
     assert "Comedy" in text and "0.958" in text
+    assert visit.outside == [] and visit.unexpected_errors() == []
+    visit.page.close()
+
+
+def test_p3_explorers_open_cards_for_each_sae(site, browser):
+    base, pages = site
+    found = chapter_pages(pages, "p3_monosemantic")
+    visit = Visit(browser, base)
+    page = visit.open(found[0])
+    divs = page.evaluate(
+        "() => [...document.querySelectorAll('[id^=p3-explorer-]')].map(e => e.id).filter(i => !i.endsWith('-data'))"
+    )
+    assert len(divs) == 3, divs  # MF, NCF and (smoke: on) the Matryoshka SAE
+    for div in divs:
+        target = search_and_open_card(page, div)
+        assert target["causal"]["edit"].startswith("×")  # item table: the neuron is scaled, not added
+    # Table 1's neurons link to their cards
+    assert page.locator("main a[href^='#p3-explorer-0-']").count() >= 1
+    text = page.locator("main").inner_text()
+    assert "De-biasing: the popularity neuron" in text and "item bias" in text
     assert visit.outside == [] and visit.unexpected_errors() == []
     visit.page.close()
