@@ -704,3 +704,26 @@ def test_training_users_curve_varies_only_the_base_models_users(p1_world, tmp_pa
     assert c.loc[0, "mean_max_corr_common"] == pytest.approx(
         metrics.mean_max_correlation(h[common], g[common])
     )
+
+
+def test_genre_gap_puts_p1s_per_genre_numbers_beside_the_runs():
+    from types import SimpleNamespace
+
+    assert np.mean(list(p1.P1_ML1M_DEV_GENRES.values())) == pytest.approx(
+        p1.P1_ML1M_DEV["mean_max_corr"], abs=5e-4
+    )
+    g = torch.Generator().manual_seed(0)
+    labels = torch.rand(2000, 3, generator=g) < torch.tensor([0.4, 0.05, 0.2])
+    noisy = labels[:, 0].double() + torch.randn(2000, generator=g).double()  # Drama: a weak feature only
+    h = torch.stack([noisy.clamp_min(0), labels[:, 1].double()], 1)  # feature 1 is exactly Western
+    run = SimpleNamespace(sae_acts=h, labels=labels, label_names=["Drama", "Western", "g2"])
+    t = p1.genre_gap(run)
+    assert t["label"].tolist() == ["Drama", "Western"]  # sorted by diff; g2 is not one of P1's genres
+    west = t.set_index("label").loc["Western"]
+    assert west["recsae"] == pytest.approx(1.0) and west["recsae_feature"] == 1
+    assert west["diff"] == pytest.approx(1.0 - 0.761) and west["share"] == pytest.approx(
+        float(labels[:, 1].double().mean())
+    )
+    assert t.attrs["diff_mean"] == pytest.approx(t["recsae"].mean() - t["p1"].mean())
+    with pytest.raises(ValueError, match="P1's ML-1M genres"):
+        p1.genre_gap(SimpleNamespace(sae_acts=h, labels=labels, label_names=["a", "b", "c"]))

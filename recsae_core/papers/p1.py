@@ -43,6 +43,7 @@ __all__ = [
     "MEANINGS",
     "MODEL_DIFFERENCES",
     "P1_ML1M_DEV",
+    "P1_ML1M_DEV_GENRES",
     "P1_ML20M",
     "P1_MODEL_CONFIG",
     "P1_SETUPS",
@@ -53,6 +54,7 @@ __all__ = [
     "correlations",
     "encode_rows",
     "features_vs_neurons",
+    "genre_gap",
     "genre_labels",
     "headline",
     "linear_decodability",
@@ -954,6 +956,66 @@ P1_ML1M_DEV: dict[str, float] = {
     "active_0.5": 0.73,
     "mean_max_corr": 0.658,
 }
+
+#: P1's per-genre max Pearson correlation of its ML-1M development SAE (papers.md §1.10 lists the best five and
+#: worst three; all 18 are the ``max correlation`` column of ``Train_sae.ipynb``, cell 38, in the authors' git
+#: history); their mean is :data:`P1_ML1M_DEV`'s 0.658.
+P1_ML1M_DEV_GENRES: dict[str, float] = {
+    "Action": 0.564,
+    "Adventure": 0.575,
+    "Animation": 0.694,
+    "Children's": 0.632,
+    "Comedy": 0.502,
+    "Crime": 0.666,
+    "Documentary": 0.687,
+    "Drama": 0.432,
+    "Fantasy": 0.800,
+    "Film-Noir": 0.799,
+    "Horror": 0.740,
+    "Musical": 0.715,
+    "Mystery": 0.741,
+    "Romance": 0.652,
+    "Sci-Fi": 0.666,
+    "Thriller": 0.510,
+    "War": 0.701,
+    "Western": 0.761,
+}
+
+
+def genre_gap(run: P1Run, *, max_rows: int | None = 200_000, seed: int = 42) -> pd.DataFrame:
+    """Per genre, P1's ML-1M max correlation (:data:`P1_ML1M_DEV_GENRES`) beside the run's, with the genre's
+    share of the test rows: where the gap to P1's mean (papers.md §1.10, §4.1) sits.
+
+    Returns one row per genre of the run that P1 reports, sorted by ``diff`` (ours − P1, ascending):
+    ``label``, ``p1``, ``recsae``, ``diff``, ``share`` (fraction of test rows carrying the genre) and
+    ``recsae_feature``. ``attrs`` hold both means and ``diff_mean``.
+    """
+    per = metrics.per_label_summary(
+        run.sae_acts, run.labels, run.label_names, max_rows=max_rows, seed=seed, auc=False
+    )
+    share = run.labels.double().mean(0).numpy()
+    rows = [
+        {
+            "label": name,
+            "p1": P1_ML1M_DEV_GENRES[name],
+            "recsae": float(per.loc[i, "max_corr"]),
+            "diff": float(per.loc[i, "max_corr"]) - P1_ML1M_DEV_GENRES[name],
+            "share": float(share[i]),
+            "recsae_feature": int(per.loc[i, "best_feature"]),
+        }
+        for i, name in enumerate(run.label_names)
+        if name in P1_ML1M_DEV_GENRES
+    ]
+    if not rows:
+        raise ValueError(f"none of the run's labels {run.label_names} is one of P1's ML-1M genres")
+    out = pd.DataFrame(rows).sort_values("diff", kind="stable").reset_index(drop=True)
+    out.attrs = {
+        "p1_mean": float(out["p1"].mean()),
+        "recsae_mean": float(out["recsae"].mean()),
+        "diff_mean": float(out["diff"].mean()),
+    }
+    return out
+
 
 #: P1's ML-20M numbers (BERT4Rec 3 layers, SAE 4128 on block 0; Sci-Fi feature steered; papers.md §1.10).
 P1_ML20M: dict[str, float] = {
