@@ -465,3 +465,15 @@ def test_scores_of_no_latent_keep_their_columns():
         empty
     )
     assert empty.set_index("latent")["description"].get(0, "none") == "none"
+
+
+def test_descriptions_use_the_right_article():
+    from recsae_core.concepts.explainers import _a
+
+    assert [_a(w) for w in ("Animation", "Adventure", "electronic", "Western", "top 1% most popular")] == [
+        "an",
+        "an",
+        "an",
+        "a",
+        "a",
+    ]

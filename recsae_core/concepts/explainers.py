@@ -137,6 +137,11 @@ def _nouns(ds: RecDataset) -> tuple[str, str]:
     return "label", "item"
 
 
+def _a(word: str) -> str:
+    """The indefinite article for ``word`` ("an Animation movie", "a Western movie")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def attribute_table(pool: CasePool, split: Split, *, history_majority: float = 0.5) -> AttributeTable:
     """The metadata attributes of every pool row (module docstring); popularity from ``split.train``."""
     ds = split.dataset
@@ -157,7 +162,11 @@ def attribute_table(pool: CasePool, split: Split, *, history_majority: float = 0
 
     lab = np.asarray(ds.item_labels, dtype=bool)
     for g, lname in enumerate(ds.label_names):
-        what = f"users whose top recommendation is a {lname} {noun}" if user_rows else f"{lname} {noun}s"
+        what = (
+            f"users whose top recommendation is {_a(lname)} {lname} {noun}"
+            if user_rows
+            else f"{lname} {noun}s"
+        )
         add(lab[items, g], f"{label_word}: {lname}", label_word, what)
     years = pd.to_numeric(ds.items["year"], errors="coerce").to_numpy(dtype=float)
     if np.isfinite(years).any():
@@ -173,7 +182,11 @@ def attribute_table(pool: CasePool, split: Split, *, history_majority: float = 0
     counts = np.bincount(split.train["item"].to_numpy(), minlength=ds.n_items)
     band = popularity_bands(counts)[items]
     for b, (_, bname) in enumerate(POPULARITY_BANDS):
-        what = f"users whose top recommendation is a {bname} {noun}" if user_rows else f"{bname} {noun}s"
+        what = (
+            f"users whose top recommendation is {_a(bname)} {bname} {noun}"
+            if user_rows
+            else f"{bname} {noun}s"
+        )
         add(band == b, f"popularity: {bname}", "popularity", what)
     if user_rows and pool.history.shape[1]:
         h = pool.history.numpy()
