@@ -4,6 +4,7 @@ on the planted world (suppressing the latent of the most popular group lowers th
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -81,3 +82,33 @@ def test_suppressing_the_popular_group_lowers_popularity(world):
 
     _, top0, _ = E.steered_lists(w.model, "planted.user", sae, split, "test", Steer(g, 0.0))
     assert torch.equal(top0, top)
+
+
+def test_popularity_table_formats_each_column_and_names_the_base_row():
+    from recsae_core import viz
+
+    df = pd.DataFrame(
+        {
+            "value": [np.nan, -2.0],
+            "hr@10": [0.2, 0.1],
+            "ndcg@10": [0.11667, 0.05],
+            "avg_popularity": [1388.37, 1040.8],
+            "long_tail_share": [0.05634, 0.151],
+            "coverage": [0.366, 0.4],
+            "gini": [0.9125, 0.88],
+        }
+    )
+    html = viz.popularity_table({"MF": df, "NCF": df}, caption="cap").to_html()
+    for text in (
+        "NDCG@10",
+        "avg. popularity",
+        "long-tail share",
+        "Gini",
+        "base",
+        "1,388",
+        "0.1167",
+        "0.056",
+        ">-2<",
+    ):
+        assert text in html, text
+    assert html.count(">MF<") == 2 and html.count(">NCF<") == 2 and "1388.37" not in html

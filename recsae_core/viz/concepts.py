@@ -19,6 +19,7 @@ __all__ = [
     "explorer_link",
     "plot_popularity_tradeoff",
     "plot_score_distributions",
+    "popularity_table",
     "show_explorer",
 ]
 
@@ -182,6 +183,33 @@ def plot_score_distributions(scores: dict[str, pd.DataFrame]) -> Any:
         ax.set_ylabel("latents")
     axes[0].legend(loc="upper left")
     return fig
+
+
+_POPULARITY_COLUMNS = {
+    "value": ("edit", "{:g}"),
+    "hr@10": ("HR@10", "{:.4f}"),
+    "ndcg@10": ("NDCG@10", "{:.4f}"),
+    "avg_popularity": ("avg. popularity", "{:,.0f}"),
+    "long_tail_share": ("long-tail share", "{:.3f}"),
+    "coverage": ("coverage", "{:.3f}"),
+    "gini": ("Gini", "{:.3f}"),
+}
+
+
+def popularity_table(
+    curves: dict[str, pd.DataFrame], *, name: str = "model", caption: str | None = None
+) -> Any:
+    """The de-biasing table of :func:`recsae_core.exposure.popularity_tradeoff` curves (``name`` -> frame), one
+    block of rows per curve, compact headers and per-column precision so that it fits the page; the base
+    model's row (no edit) shows "base"."""
+    from recsae_core.viz.base import table
+
+    df = pd.concat([c.assign(**{name: n}) for n, c in curves.items()], ignore_index=True)
+    cols = [c for c in _POPULARITY_COLUMNS if c in df.columns]
+    out = df[[name, *cols]].rename(columns={c: _POPULARITY_COLUMNS[c][0] for c in cols})
+    sty = table(out, index=False, caption=caption)
+    fmt = {_POPULARITY_COLUMNS[c][0]: _POPULARITY_COLUMNS[c][1] for c in cols}
+    return sty.format(fmt, na_rep="base")
 
 
 def plot_popularity_tradeoff(curves: dict[str, pd.DataFrame], k: int = 10) -> Any:
