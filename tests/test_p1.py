@@ -727,3 +727,27 @@ def test_genre_gap_puts_p1s_per_genre_numbers_beside_the_runs():
     assert t.attrs["diff_mean"] == pytest.approx(t["recsae"].mean() - t["p1"].mean())
     with pytest.raises(ValueError, match="P1's ML-1M genres"):
         p1.genre_gap(SimpleNamespace(sae_acts=h, labels=labels, label_names=["a", "b", "c"]))
+
+
+def test_extrapolate_users_recovers_a_saturating_curve_and_checks_itself():
+    n = np.array([400, 800, 1200, 1600, 400, 800, 1200, 1600])
+    truth = 0.7 - 20.0 * n**-0.8
+    noise = np.array([0.01, 0.0, 0.0, 0.0, -0.01, 0.0, 0.0, 0.0])  # two seeds at n = 400, averaging out
+    curve = pd.DataFrame({"train_users": n, "mean_max_corr": truth + noise, "linear_r": truth / 2})
+    e = p1.extrapolate_users(curve, users=3200)
+    assert e["n_points"] == 4 and e["users"] == 3200
+    assert e["pred"] == pytest.approx(0.7 - 20.0 * 3200**-0.8, abs=1e-4) and e["a"] == pytest.approx(
+        0.7, abs=1e-3
+    )
+    assert e["holdout_users"] == 1600 and e["holdout_pred"] == pytest.approx(e["holdout_true"], abs=1e-4)
+    assert p1.extrapolate_users(curve, users=3200, column="linear_r")["pred"] == pytest.approx(
+        e["pred"] / 2, abs=1e-4
+    )
+    off = curve.assign(mean_max_corr=curve["mean_max_corr"] + 0.02 * (curve["train_users"] == 1600))
+    o = p1.extrapolate_users(off, users=3200)  # the check fits without n = 1600, so it sees the jump
+    assert o["holdout_pred"] == pytest.approx(0.7 - 20.0 * 1600**-0.8, abs=1e-4)
+    assert o["holdout_true"] == pytest.approx(o["holdout_pred"] + 0.02, abs=1e-4)
+    three = p1.extrapolate_users(curve[curve["train_users"] < 1600], users=1600)
+    assert "holdout_pred" not in three and three["pred"] == pytest.approx(0.7 - 20.0 * 1600**-0.8, abs=1e-3)
+    with pytest.raises(ValueError, match="at least 3"):
+        p1.extrapolate_users(curve[curve["train_users"] < 1200])

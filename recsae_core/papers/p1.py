@@ -44,6 +44,7 @@ __all__ = [
     "MODEL_DIFFERENCES",
     "P1_ML1M_DEV",
     "P1_ML1M_DEV_GENRES",
+    "P1_ML1M_TRAIN_USERS",
     "P1_ML20M",
     "P1_MODEL_CONFIG",
     "P1_SETUPS",
@@ -53,6 +54,7 @@ __all__ = [
     "activation_split_summary",
     "correlations",
     "encode_rows",
+    "extrapolate_users",
     "features_vs_neurons",
     "genre_gap",
     "genre_labels",
@@ -938,6 +940,62 @@ def training_users_curve(
     lead += ["mean_max_corr", "mean_max_corr_common", "neuron_mean_max_corr", "linear_r"]
     out = out[lead + [c for c in out.columns if c not in lead]]
     out.attrs = {"test_rows": len(common), "common_rows": int(common.sum())}
+    return out
+
+
+#: Users P1's GPT4Rec was trained on in its ML-1M development run (papers.md §1.10: ``train`` 3,262 users).
+P1_ML1M_TRAIN_USERS: int = 3262
+
+
+def extrapolate_users(
+    curve: pd.DataFrame, users: int = P1_ML1M_TRAIN_USERS, column: str = "mean_max_corr"
+) -> dict[str, float]:
+    """Fit ``y = a - b * n**(-c)`` (saturating in the base model's training users ``n``) to a
+    :func:`training_users_curve` (seeds averaged per ``n``) and read it at ``users`` (default P1's 3,262).
+
+    With four or more distinct ``n`` the fit is also checked out of sample: refitted without the largest
+    ``n``, it predicts that point (``holdout_pred`` vs ``holdout_true``), the same one-step extrapolation
+    the headline makes. Three points determine the curve exactly (no check possible).
+
+    Returns ``a`` (the asymptote), ``b``, ``c``, ``users``, ``pred``, ``n_points`` and, with ≥ 4 points,
+    ``holdout_users``, ``holdout_pred``, ``holdout_true``.
+    """
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    pts = curve.groupby("train_users")[column].mean().sort_index()
+    if len(pts) < 3:
+        raise ValueError(f"extrapolate_users needs at least 3 distinct train_users, got {len(pts)}")
+
+    def model(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+        return a - b * n ** (-c)
+
+    def fit(s: pd.Series) -> np.ndarray:
+        n, y = s.index.to_numpy(float), s.to_numpy(float)
+        lo = [float(y.max()), 0.0, 0.01]
+        p0 = [min(1.0, float(y.max()) + 0.05), (y.max() - y.min()) * n.min() ** 0.5 + 1e-3, 0.5]
+        with warnings.catch_warnings():  # three points fit exactly: no covariance, which is not used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, _ = curve_fit(model, n, y, p0=p0, bounds=(lo, [1.0, np.inf, 5.0]), maxfev=20_000)
+        return params
+
+    a, b, c = fit(pts)
+    out = {
+        "a": float(a),
+        "b": float(b),
+        "c": float(c),
+        "users": int(users),
+        "pred": float(model(np.float64(users), a, b, c)),
+        "n_points": len(pts),
+    }
+    if len(pts) >= 4:
+        ha, hb, hc = fit(pts.iloc[:-1])
+        out |= {
+            "holdout_users": int(pts.index[-1]),
+            "holdout_pred": float(model(np.float64(pts.index[-1]), ha, hb, hc)),
+            "holdout_true": float(pts.iloc[-1]),
+        }
     return out
 
 
