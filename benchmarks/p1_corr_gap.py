@@ -5,11 +5,12 @@ Two measurements, both through :mod:`recsae_core.papers.p1` and the caches (pape
 1. **Evaluation protocol** on the chapter's own run (:func:`recsae_core.papers.p1.run`): our rows (each test
    user's last ``maxlen`` events) vs P1's (``CausalLMDataset``: the last ``maxlen + 1`` events minus the
    last, so each user's final event is never a row and the window ends one event earlier), and a bootstrap
-   over test users of the headline (how much 300 test users move it).
+   over test users of the headline (how much 300 test users move it), and P1's per-genre numbers beside ours
+   (:func:`recsae_core.papers.p1.genre_gap`).
 2. **Base-model data** (:func:`recsae_core.papers.p1.training_users_curve`): SASRec trained on a fraction
    of the recommender's users (nested subsets; SAE users, test rows, SAE recipe unchanged), the headline
-   and the genres' linear decodability at block 0 per fraction. P1's GPT4Rec saw 3,262 users; the prefix
-   leaves 1,619.
+   and the genres' linear decodability at block 0 per fraction, each extrapolated to P1's 3,262 users
+   (:func:`recsae_core.papers.p1.extrapolate_users`). P1's GPT4Rec saw 3,262 users; the prefix leaves 1,619.
 
 Writes ``<out>/p1_corr_gap.json`` (both parts) and ``<out>/p1_corr_gap_curve.csv``, and prints them.
 Training the smaller SASRecs takes minutes each on 2 cores (cached afterwards): run it under the heavy-run
@@ -59,7 +60,10 @@ def protocol_effects(dataset: str, n_boot: int = 200) -> dict[str, float]:
             np.concatenate([by_user[i] for i in rng.integers(0, len(by_user), len(by_user))])
         )
         boot.append(metrics.mean_max_correlation(run.sae_acts[idx], run.labels[idx]))
+    gap = p1.genre_gap(run)
+    print(gap.round(3).to_string(index=False))
     return {
+        "genre_gap": gap.to_dict(orient="records"),
         "test_users": len(by_user),
         "rows_ours": len(run.sae_acts),
         "mean_max_corr_ours_rows": ours,
@@ -104,11 +108,17 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         print(curve.round(4).to_string(index=False))
     curve.to_csv(out / "p1_corr_gap_curve.csv", index=False)
+    extrapolated = {}
+    if curve["train_users"].nunique() >= 3:
+        for col in ("mean_max_corr", "linear_r", "ndcg@10"):
+            extrapolated[col] = p1.extrapolate_users(curve, column=col)
+            print(f"{col} at P1's {p1.P1_ML1M_TRAIN_USERS} users:", json.dumps(extrapolated[col]))
     result = {
         "dataset": args.dataset,
         "protocol": proto,
         "curve": curve.to_dict(orient="records"),
         "curve_rows": curve.attrs,
+        "extrapolated": extrapolated,
         "seconds": {"protocol": t1 - t0, "curve": t2 - t1},
         "threads": torch.get_num_threads(),
         "loadavg": os.getloadavg(),
