@@ -874,3 +874,34 @@ def test_fit_p3_ncf_keeps_the_last_epoch_and_is_seeded():
     one = p3.fit_p3_ncf(split, p3.P3NCFConfig(d=3, hidden=(4,), lr=0.05, epochs=1, batch_size=16), seed=2)
     assert not torch.equal(one.model.user_emb.weight, a.model.user_emb.weight)  # no early stopping
     assert a.history["loss"].iloc[-1] < a.history["loss"].iloc[0]
+
+
+def test_dead_units_counts_relu_units_silent_on_every_pair():
+    torch.manual_seed(0)
+    ncf = NCF(5, 7, NCFConfig(d=3, hidden=(6, 4)))
+    users, items = torch.arange(5).repeat(7), torch.arange(7).repeat_interleave(5)
+    with torch.no_grad():
+        ncf.layers[1].bias[3] = 1e3  # fires on every pair
+    assert p3.dead_units(ncf, users, items)[1] < 4
+    with torch.no_grad():
+        ncf.layers[1].bias[:3] = -1e3  # three of the second layer's four units can never fire
+    assert p3.dead_units(ncf, users, items)[1] == 3
+    with torch.no_grad():
+        ncf.layers[1].bias[3] = -1e3
+    assert p3.dead_units(ncf, users, items)[1] == 4  # the output is now one constant
+    s = ncf.score_vectors(ncf.user_emb.weight, ncf.item_table(), torch.arange(5))
+    assert torch.unique(s).numel() == 1
+
+
+def test_fit_p3_ncf_raises_when_p3s_ml1m_lr_kills_the_mlp_and_trains_at_the_default():
+    """Issue 15: P3's stated ML-1M lr (Adam 0.05) leaves a hidden layer of P3's MLP with no live unit (every
+    item ties); fit_p3_ncf says so instead of returning a constant model, and the default lr (P3's Last.FM
+    1e-3) trains."""
+    split = _toy_split(40, 60)
+    assert p3.P3NCFConfig().lr == 1e-3 and p3.P3NCFConfig().hidden == (64, 32, 16)
+    with pytest.raises(RuntimeError, match="collapsed at epoch"):
+        p3.fit_p3_ncf(split, p3.P3NCFConfig(d=4, lr=0.05, epochs=20, batch_size=16), seed=0)
+    res = p3.fit_p3_ncf(split, p3.P3NCFConfig(d=4, epochs=20, batch_size=16), seed=0)
+    assert (res.history["live_units_min"] > 0).all() and len(res.history) == 20
+    s = res.model.score_vectors(res.model.user_emb.weight, res.model.item_table(), torch.arange(40))
+    assert torch.unique(s[0]).numel() == 60  # no ties

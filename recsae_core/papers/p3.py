@@ -79,6 +79,7 @@ __all__ = [
     "beta_ablation",
     "cached_p3_base",
     "capped_epochs",
+    "dead_units",
     "decade_profiles",
     "default_mask_seen",
     "demographic_neurons",
@@ -1315,8 +1316,11 @@ class P3NCFConfig:
     """Embedding size (P3 ML-1M: 20; Last.FM: 100)."""
     hidden: tuple[int, ...] = (64, 32, 16)
     """MLP layer sizes (P3: [64, 32, 16] then 1)."""
-    lr: float = 0.05
-    """Adam learning rate (P3 ML-1M: 0.05; Last.FM: 1e-3)."""
+    lr: float = 1e-3
+    """Adam learning rate: P3's Last.FM NCF's 1e-3. P3's ML-1M notebook states 0.05 (in a call that does not
+    parse), which kills this MLP's ReLU units within a few epochs (issue 15: ML-100k, two seeds and P3's own
+    sigmoid + ``BCELoss`` form, constant scores; :func:`fit_p3_ncf` raises) and inflates the embeddings far
+    beyond the RMS 0.47 of the NCF P3's notebook prints."""
     epochs: int = 30
     """Epochs (P3: 30)."""
     batch_size: int = 256
@@ -1331,13 +1335,34 @@ class P3NCFConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
 
 
+def dead_units(model: torch.nn.Module, users_N: torch.Tensor, items_N: torch.Tensor) -> list[int]:
+    """Per hidden layer of an :class:`~recsae_core.models.twotower.NCF`, how many ReLU units are zero on
+    every one of the pairs ``(users_N, items_N)``. When a layer has no live unit left the network's output
+    is one constant: every item ties for every user (issue 15: P3's ML-1M learning rate, Adam 0.05, does
+    this to the MLP within a few epochs)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        u_ND, i_ND = model.user_vectors(users_N), model.item_table()[items_N]
+        w, d = model.layers[0].weight, model.config.d
+        h = torch.relu(u_ND @ w[:, :d].T + i_ND @ w[:, d:].T + model.layers[0].bias)
+        dead = [int((h <= 0).all(0).sum())]
+        for layer in model.layers[1:]:
+            h = torch.relu(layer(h))
+            dead.append(int((h <= 0).all(0).sum()))
+    model.train(was_training)
+    return dead
+
+
 def fit_p3_ncf(split: Split, config: P3NCFConfig | None = None, *, seed: int = 0) -> object:
     """Train P3's NCF with P3's recipe (:class:`P3NCFConfig`) on ``split.train``: a
     :class:`recsae_core.train.TrainResult` holding a frozen :class:`~recsae_core.models.twotower.NCF` and one
-    history row per epoch (mean training BCE; no validation, the last epoch kept as in P3).
+    history row per epoch (mean training BCE; ``live_units_min``: live ReLU units of the MLP's emptiest
+    hidden layer on fixed probe pairs, :func:`dead_units`; no validation, the last epoch kept as in P3).
 
-    Not the default of :func:`p3_setup` (:data:`P3_BASE_RECIPE`): measured in issue 15. Deviation as
-    :func:`fit_p3_mf`: uniform negatives among the user's non-training items.
+    Raises ``RuntimeError`` as soon as a hidden layer has no live unit left (constant scores: P3's stated
+    ML-1M lr 0.05 does this, issue 15). :func:`p3_setup` uses it where :data:`P3_BASE_RECIPE` says ``"p3"``.
+    Deviation as :func:`fit_p3_mf`: uniform negatives among the user's non-training items.
     """
     from recsae_core.models.twotower import NCF, NCFConfig
     from recsae_core.train import TrainResult, sample_negatives
@@ -1353,6 +1378,12 @@ def fit_p3_ncf(split: Split, config: P3NCFConfig | None = None, *, seed: int = 0
     pos = split.train[["user", "item"]].drop_duplicates().to_numpy(np.int64)
     keys = np.sort(pos[:, 0] * ds.n_items + pos[:, 1])
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # fixed probe pairs for the collapse check: training positives and random items of the same users
+    probe = pos[np.random.default_rng(seed + 1).permutation(len(pos))[:2048]]
+    probe_u = torch.from_numpy(np.concatenate([probe[:, 0], probe[:, 0]]))
+    probe_i = torch.from_numpy(
+        np.concatenate([probe[:, 1], np.random.default_rng(seed + 2).integers(0, ds.n_items, len(probe))])
+    )
     rows = []
     model.train()
     for ep in range(1, cfg.epochs + 1):
@@ -1369,6 +1400,8 @@ def fit_p3_ncf(split: Split, config: P3NCFConfig | None = None, *, seed: int = 0
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
+        dead = dead_units(model, probe_u, probe_i)
+        live = [h - k for h, k in zip(cfg.hidden, dead, strict=True)]
         rows.append(
             {
                 "epoch": ep,
@@ -1377,8 +1410,16 @@ def fit_p3_ncf(split: Split, config: P3NCFConfig | None = None, *, seed: int = 0
                 "valid_hr@10": float("nan"),
                 "train_s": time.perf_counter() - t_ep,
                 "valid_s": 0.0,
+                "live_units_min": min(live),
             }
         )
+        if min(live) == 0:
+            raise RuntimeError(
+                f"P3's NCF collapsed at epoch {ep}: no unit of hidden layer {live.index(0) + 1} "
+                f"(of {cfg.hidden}) fires on any of {len(probe_u)} probe pairs, so every item gets the same "
+                f"score for every user (Adam lr {cfg.lr}). P3's ML-1M notebook states lr 0.05, which does this "
+                "to this MLP (issue 15); use a smaller P3NCFConfig.lr, e.g. P3's Last.FM 1e-3 (the default)."
+            )
     model.eval()
     return TrainResult(model, pd.DataFrame(rows), cfg.epochs, cfg, "ncf", time.perf_counter() - t0)
 
