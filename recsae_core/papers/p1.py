@@ -839,6 +839,7 @@ def training_users_curve(
     fractions: Sequence[float] = (0.25, 0.5, 1.0),
     *,
     model_seeds: Sequence[int] = (0,),
+    sae_seed: int = 0,
     subsample_seed: int = 0,
     model_config: Any = None,
     sae_config: Any = None,
@@ -855,10 +856,10 @@ def training_users_curve(
 
     P1's ML-1M development run trains GPT4Rec on 3,262 users (papers.md §1.10); ``ml-1m-prefix`` (users
     1-2999) leaves 1,619 for SASRec under the same split. Here the SAE users, the test users (the rows and
-    their genres), the SAE recipe (:func:`p1_sae_config`, :func:`p1_train_config`, SAE seed 0) and the
-    model config stay as :func:`run` has them; only ``fraction`` of the recommender's users
+    their genres), the SAE recipe (:func:`p1_sae_config`, :func:`p1_train_config`, seed ``sae_seed``) and
+    the model config stay as :func:`run` has them; only ``fraction`` of the recommender's users
     (:func:`subsample_train_users`) and the base model's seed vary. Every model, activation set and SAE
-    goes through the caches (fraction 1.0, seed 0 is the chapter's own run).
+    goes through the caches (fraction 1.0 with model and SAE seed 0 is the chapter's own run).
 
     Returns one row per (fraction, model_seed): ``fraction``, ``model_seed``, ``train_users``,
     ``train_rows``, ``ndcg@k`` (base model, test users), ``explained_variance``, ``mean_max_corr`` (all test
@@ -902,7 +903,9 @@ def training_users_curve(
                 raise RuntimeError("test rows differ between models; the curve needs the same rows for all")
             scfg = sae_config if sae_config is not None else p1_sae_config(tr.acts.shape[1])
             tc = train_config if train_config is not None else p1_train_config()
-            sae = cached_sae(tr, scfg, tc, seed=0, cache_dir=cache_dir, device=device, progress=progress).sae
+            sae = cached_sae(
+                tr, scfg, tc, seed=sae_seed, cache_dir=cache_dir, device=device, progress=progress
+            ).sae
             sae.eval()
             h = encode_rows(sae, te.acts)
             g = row_labels(te, item_labels)
