@@ -704,6 +704,9 @@ def test_training_users_curve_varies_only_the_base_models_users(p1_world, tmp_pa
     assert c.loc[0, "mean_max_corr_common"] == pytest.approx(
         metrics.mean_max_correlation(h[common], g[common])
     )
+    other = p1.training_users_curve(ds, (1.0,), sae_seed=1, **kw)  # same model (cached), another SAE
+    assert other.loc[0, "ndcg@10"] == c.loc[1, "ndcg@10"]
+    assert other.loc[0, "mean_max_corr"] != c.loc[1, "mean_max_corr"]
 
 
 def test_genre_gap_puts_p1s_per_genre_numbers_beside_the_runs():
