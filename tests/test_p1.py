@@ -337,6 +337,18 @@ def test_sweep_and_feature_neuron_and_split_plots():
     assert [list(line.get_xdata()) for line in ecdf.lines] == [[1.0, 2.0], [0.0, 0.0]]
 
 
+def test_users_curve_plot_draws_points_fit_and_the_paper_star():
+    curve = pd.DataFrame({"train_users": [400, 800, 1600], "mean_max_corr": [0.44, 0.56, 0.63]})
+    fit = {"a": 0.7, "b": 20.0, "c": 0.7}
+    fig = vp1.plot_users_curve(curve, fit, 3262, 0.658, "ml-1m-prefix")
+    ax = fig.axes[0]
+    fitted, points, star = ax.lines
+    assert fitted.get_xdata()[0] == 400 and fitted.get_xdata()[-1] == 3262
+    assert fitted.get_ydata()[-1] == pytest.approx(0.7 - 20.0 * 3262**-0.7)
+    assert list(points.get_ydata()) == [0.44, 0.56, 0.63] and list(star.get_xdata()) == [3262]
+    assert "ml-1m-prefix" in points.get_label() and "training" in ax.get_title()
+
+
 def test_steering_plots_and_slider(world_split):
     rows = []
     for meaning, keep in (("p1", False), ("ours", True)):

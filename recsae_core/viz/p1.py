@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-__all__ = ["plot_activation_split", "plot_features_vs_neurons", "plot_sweep"]
+__all__ = ["plot_activation_split", "plot_features_vs_neurons", "plot_sweep", "plot_users_curve"]
 
 _SWEEP_METRICS = {
     "mean_max_corr": "mean max correlation",
@@ -125,4 +125,30 @@ def plot_activation_split(split: Any, *, bins: int = 50, log: bool = True) -> An
     ax_e.set_ylabel("share of rows ≤ x (ECDF)")
     ax_e.set_title("ECDF")
     ax_e.legend(fontsize="small", loc="lower right")
+    return fig
+
+
+def plot_users_curve(
+    curve: Any,
+    fit: dict[str, Any],
+    paper_users: int,
+    paper_value: float,
+    dataset: str,
+    column: str = "mean_max_corr",
+) -> Any:
+    """The mean max correlation against the base model's training users (:func:`recsae_core.papers.p1.\
+training_users_curve`), the saturating fit ``a - b·n^(-c)`` (:func:`~recsae_core.papers.p1.extrapolate_users`)
+    drawn out to the paper's users, and the paper's point (P1's GPT4Rec on ML-1M) as a star."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = np.linspace(float(curve["train_users"].min()), float(paper_users), 200)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot(n, fit["a"] - fit["b"] * n ** -fit["c"], "--", color="0.55", label="fit a − b·n^(−c)")
+    ax.plot(curve["train_users"], curve[column], "o", label=f"recsae: SASRec+ on {dataset}")
+    ax.plot(paper_users, paper_value, "*", ms=13, color="C3", label="P1: GPT4Rec on ML-1M")
+    ax.set_xlabel("users the base model was trained on")
+    ax.set_ylabel("mean max correlation (SAE)")
+    ax.set_title("SAE–genre alignment vs the base model's training data")
+    ax.legend(loc="lower right")
     return fig
