@@ -160,7 +160,7 @@ def top_k(model: Any, split: Any, users: Any, k: int = 10, part: str = "test", d
     from recsae_core.evaluate import mask_seen
 
     data = eval_data(split, part, maxlen=getattr(model, "maxlen", None))
-    want = torch.as_tensor(np.asarray(users, dtype=np.int64))
+    want = torch.as_tensor(np.array(users, dtype=np.int64))  # a copy: the input may be read-only
     pos = torch.nonzero(torch.isin(data.users, want)).flatten()
     sub = data.subset(pos)
     dev = next((p.device for p in model.parameters()), torch.device("cpu")) if device is None else device
