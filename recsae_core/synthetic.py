@@ -30,6 +30,7 @@ __all__ = [
     "PlantedRecommender",
     "PlantedRows",
     "PlantedWorld",
+    "oracle_sae",
     "planted_rows",
     "planted_split",
     "planted_world",
@@ -248,3 +249,19 @@ def planted_split(world: PlantedWorld) -> Split:
         pd.DataFrame({"user_id": np.arange(n_users)}),
     )
     return leave_one_out(ds)
+
+
+def oracle_sae(world: PlantedWorld, threshold: float = 0.3) -> object:
+    """The known answer for a planted world: a ReLU SAE whose latent g reads planted direction g (encoder =
+    decoder = the directions, encoder bias ``-threshold``), in eval mode. Tests compare what a pipeline finds
+    with it."""
+    from recsae_core.sae import ReluL1Config, from_config
+
+    g, d = world.directions.shape
+    sae = from_config(ReluL1Config(d_in=d, n_latents=g, input_norm="none")).eval()
+    with torch.no_grad():
+        sae.W_enc.copy_(world.directions)
+        sae.W_dec.copy_(world.directions)
+        sae.b_enc.fill_(-threshold)
+        sae.b_dec.zero_()
+    return sae

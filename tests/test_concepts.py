@@ -18,28 +18,15 @@ import torch
 from recsae_core import concepts as C
 from recsae_core.concepts import llm
 from recsae_core.data.dataset import RecDataset
-from recsae_core.sae import ReluL1Config, from_config
-from recsae_core.synthetic import planted_split, planted_world
+from recsae_core.synthetic import oracle_sae, planted_split, planted_world
 
 
 # ------------------------------------------------------------------------------------------- fixtures
-def _oracle_sae(world, threshold: float = 0.3):
-    """An SAE whose latent g reads planted direction g (encoder = decoder = directions)."""
-    g, d = world.directions.shape
-    sae = from_config(ReluL1Config(d_in=d, n_latents=g, input_norm="none")).eval()
-    with torch.no_grad():
-        sae.W_enc.copy_(world.directions)
-        sae.W_dec.copy_(world.directions)
-        sae.b_enc.fill_(-threshold)
-        sae.b_dec.zero_()
-    return sae
-
-
 @pytest.fixture(scope="module")
 def planted():
     w = planted_world(n_users=600, n_items=400, n_groups=8, seed=0)
     split = planted_split(w)
-    sae = _oracle_sae(w)
+    sae = oracle_sae(w)
     out = {}
     for site in ("planted.item", "planted.user"):
         pool = C.build_pool(w.model, site, sae, split, "test")

@@ -12,7 +12,7 @@ import torch
 from recsae_core import concepts as C
 from recsae_core import explorer as X
 from recsae_core.sae import ReluL1Config, from_config
-from recsae_core.synthetic import planted_split, planted_world
+from recsae_core.synthetic import oracle_sae, planted_split, planted_world
 from recsae_core.viz import concepts as VC
 
 
@@ -84,13 +84,8 @@ def test_item_site_cards_scale_the_feature_and_raise_its_items():
     of a user's scores alike): the items that enter the lists carry the feature's planted group."""
     w = planted_world(n_users=500, n_items=300, n_groups=6, seed=2)
     split = planted_split(w)
-    g, d = w.directions.shape
-    sae = from_config(ReluL1Config(d_in=d, n_latents=g, input_norm="none")).eval()
-    with torch.no_grad():
-        sae.W_enc.copy_(w.directions)
-        sae.W_dec.copy_(w.directions)
-        sae.b_enc.fill_(-0.3)
-        sae.b_dec.zero_()
+    g = w.directions.shape[0]
+    sae = oracle_sae(w)
     pool = C.build_pool(w.model, "planted.item", sae, split)
     assert pool.kind == "item" and len(pool.acts) == w.model.n_items
     table = C.attribute_table(pool, split)

@@ -11,8 +11,7 @@ import torch
 from recsae_core import exposure as E
 from recsae_core import metrics
 from recsae_core.concepts import build_pool
-from recsae_core.sae import ReluL1Config, from_config
-from recsae_core.synthetic import planted_split, planted_world
+from recsae_core.synthetic import oracle_sae, planted_split, planted_world
 
 
 def test_gini_by_hand():
@@ -50,14 +49,7 @@ def test_popularity_latents_rank_the_popularity_latent_first():
 def world():
     w = planted_world(n_users=400, n_items=300, n_groups=6, seed=1)
     split = planted_split(w)
-    g, d = w.directions.shape
-    sae = from_config(ReluL1Config(d_in=d, n_latents=g, input_norm="none")).eval()
-    with torch.no_grad():
-        sae.W_enc.copy_(w.directions)
-        sae.W_dec.copy_(w.directions)
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return w, split, sae
+    return w, split, oracle_sae(w, threshold=0.0)
 
 
 def test_suppressing_the_popular_group_lowers_popularity(world):
