@@ -71,6 +71,13 @@ def chapter_pages(pages: list[str], chapter: str) -> list[str]:
     return [p for p in pages if p.startswith(f"chapters/{chapter}/") and not p.endswith("/index")]
 
 
+def explorer_divs(page, prefix: str) -> list[str]:
+    """Ids of the feature explorers on ``page`` whose id starts with ``prefix`` (their data blocks left out)."""
+    return page.evaluate(
+        f"() => [...document.querySelectorAll('[id^={prefix}]')].map(e => e.id).filter(i => !i.endsWith('-data'))"
+    )
+
+
 def search_and_open_card(page, div: str) -> dict:
     """In the feature explorer ``div`` of ``page``: search a described feature by the words of its label (read
     from the embedded data), check the list narrows to rows that include it, open its card and wait for its

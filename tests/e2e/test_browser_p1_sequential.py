@@ -4,7 +4,7 @@ page's origin."""
 
 from __future__ import annotations
 
-from browser_support import BROWSER_MARKS, Visit, chapter_pages, search_and_open_card
+from browser_support import BROWSER_MARKS, Visit, chapter_pages, explorer_divs, search_and_open_card
 
 pytestmark = BROWSER_MARKS
 
@@ -80,9 +80,7 @@ def test_p1_explorer_opens_cards_and_the_steered_features_link_to_them(site, bro
     found = chapter_pages(pages, "p1_sequential")
     visit = Visit(browser, base)
     page = visit.open(found[0])
-    divs = page.evaluate(
-        "() => [...document.querySelectorAll('[id^=p1-explorer-]')].map(e => e.id).filter(i => !i.endsWith('-data'))"
-    )
+    divs = explorer_divs(page, "p1-explorer-")
     assert "p1-explorer-sasrec" in divs, divs
     for div in divs:  # one per probed model (smoke: SASRec and BERT4Rec)
         search_and_open_card(page, div)

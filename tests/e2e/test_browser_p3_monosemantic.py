@@ -4,7 +4,7 @@ leaves the page's origin."""
 
 from __future__ import annotations
 
-from browser_support import BROWSER_MARKS, Visit, chapter_pages, search_and_open_card
+from browser_support import BROWSER_MARKS, Visit, chapter_pages, explorer_divs, search_and_open_card
 
 pytestmark = BROWSER_MARKS
 
@@ -59,9 +59,7 @@ def test_p3_explorers_open_cards_for_each_sae(site, browser):
     found = chapter_pages(pages, "p3_monosemantic")
     visit = Visit(browser, base)
     page = visit.open(found[0])
-    divs = page.evaluate(
-        "() => [...document.querySelectorAll('[id^=p3-explorer-]')].map(e => e.id).filter(i => !i.endsWith('-data'))"
-    )
+    divs = explorer_divs(page, "p3-explorer-")
     assert len(divs) == 3, divs  # MF, NCF and (smoke: on) the Matryoshka SAE
     for div in divs:
         target = search_and_open_card(page, div)
