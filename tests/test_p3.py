@@ -747,15 +747,17 @@ def test_paper_vs_recsae_puts_each_measure_beside_the_paper():
 
 @pytest.mark.shared
 def test_setup_and_interventions_on_ml100k(shared_data):
-    setup = p3.p3_setup("ml-100k", configs={"mf": {"iterations": 1}, "ncf": {"epochs": 1}})
+    setup = p3.p3_setup(
+        "ml-100k", configs={"mf": {"iterations": 1}, "ncf": {"epochs": 1, "valid_users": 100}}
+    )
     ds, users = setup.dataset, setup.users
     assert setup.split.name == "p3-holdout" and set(setup.fits) == {"mf", "ncf"}
     assert all(m.config.d == 20 for m in setup.models.values())  # P3's embedding size
     assert isinstance(setup.fits["mf"].config, p3.P3MFConfig)  # MF: P3's own SGD recipe (issue 15)
-    assert isinstance(setup.fits["ncf"].config, p3.P3NCFConfig)  # NCF: P3's own recipe at lr 1e-3 (issue 15)
-    assert setup.fits["ncf"].config.lr == 1e-3 and setup.fits["ncf"].config.epochs == 1
+    # NCF: recsae's trainer (P3's recipe at lr 1e-3 wrecks Last.fm's fidelity: RBO 0.146 vs 0.695; issue 15)
+    assert not isinstance(setup.fits["ncf"].config, p3.P3NCFConfig) and setup.fits["ncf"].config.epochs == 1
     assert len(users.test) == ds.n_users // 5 and "unknown" not in setup.label_names
-    assert {"data + P3 split", "mf (P3 recipe, cached)", "ncf (P3 recipe, cached)"} <= set(setup.times)
+    assert {"data + P3 split", "mf (P3 recipe, cached)", "ncf (cached_fit)"} <= set(setup.times)
     torch.manual_seed(0)
     sae = P3SAE(P3Config(d_in=20, n_latents=22)).eval()
     neurons = {n: j % 22 for j, n in enumerate(setup.label_names)}

@@ -1206,17 +1206,17 @@ def _timer(times: dict[str, float], name: str) -> Iterator[None]:
         times[name] = times.get(name, 0.0) + time.perf_counter() - t0
 
 
-P3_BASE_RECIPE: dict[str, str] = {"mf": "p3", "ncf": "p3"}
-"""How :func:`p3_setup` trains each base model: both with P3's own recipes (:func:`fit_p3_mf`,
-:func:`fit_p3_ncf`; ``"recsae"`` = recsae's trainer through ``cache.cached_fit``). The SAE's sparsity and
-fidelity follow the base embeddings (issue 15). MF: on ML-100k P3 SAE codes of recsae's Adam MF hold 12.5
-active latents per item, of P3's SGD MF 6.6. NCF (``ml-1m-notime``, seed 0, P3's NCF SAE, 1,208 held-out
-users; ``benchmarks/p3_ncf_fidelity.py``): recsae's trainer (Adam 3e-3, 4 negatives, early stopping) RBO
-0.465, Kendall tau 0.157, 0 labels at purity@10 = 1, test NDCG@10 0.102, 638 s; P3's recipe at lr 1e-3
-RBO 0.508, tau 0.219, 3 labels (Action and Comedy among them), NDCG@10 0.095, 382 s; at P3's stated lr 0.05 the
-MLP dies in epoch 2 (constant scores). What remains of the gap to P3's 0.759 / 0.609 is the prediction loss's
-lever: on this NCF, beta = 0 gives RBO 0.420 (P3's Fig. 4: 0.448), beta = 10 0.508 (P3: 0.748), beta = 100
-0.667, tau 0.478."""
+P3_BASE_RECIPE: dict[str, str] = {"mf": "p3", "ncf": "recsae"}
+"""How :func:`p3_setup` trains each base model: MF with P3's own SGD recipe (:func:`fit_p3_mf`), NCF with
+recsae's trainer through ``cache.cached_fit`` (``"p3"`` = P3's :func:`fit_p3_ncf`, on request). The SAE's
+sparsity and fidelity follow the base embeddings (issue 15). MF: on ML-100k P3 SAE codes of recsae's Adam MF
+hold 12.5 active latents per item, of P3's SGD MF 6.6. NCF (seed 0, P3's NCF SAE, held-out users;
+``benchmarks/p3_ncf_fidelity.py``): P3's recipe at its stated ML-1M lr 0.05 kills the MLP in epoch 2
+(constant scores); at P3's Last.fm lr 1e-3 it gives ``ml-1m-notime`` RBO 0.508 / Kendall tau 0.219 (recsae's
+trainer: 0.465 / 0.157) but ``lastfm-2k`` RBO 0.146 / tau -0.437 (recsae's trainer: 0.695 / 0.470), so
+recsae's trainer stays the default. What remains of the gap to P3's ML-1M 0.759 / 0.609 is the prediction
+loss's lever: on P3's-recipe NCF, beta = 0 gives RBO 0.420 (P3's Fig. 4: 0.448), beta = 10 0.508 (P3: 0.748),
+beta = 100 0.667, tau 0.478."""
 
 
 @dataclass
@@ -1663,12 +1663,13 @@ def paper_vs_recsae(
             "NCF fidelity RBO (top-30, held-out users)",
             "0.759 (ceiling 0.958)",
             f"{f.rbo:.3f} (ceiling {f.ceiling:.3f})",
-            "base NCF: P3's recipe (Adam, 1 negative, batch 256, 30 epochs) at P3's Last.FM lr 1e-3: the ML-1M "
-            "notebook's lr 0.05 kills the MLP here (constant scores by epoch 2); recsae's trainer gave RBO 0.465. "
-            "SAE recipe, loop and ranking as P3's code, and at β = 0 the same fidelity (ML-1M RBO 0.420, P3 0.448). "
-            "Left: the prediction loss lifts it far less than in P3's Fig. 4 (β 0 → 10: P3 0.448 → 0.748; ML-1M "
-            "here 0.420 → 0.508, 0.667 at β = 100), as it does with larger embeddings (ML-1M: entries' RMS "
-            "0.60 users, 0.84 items; P3's printed NCF 0.47)",
+            "base NCF: recsae's trainer (Adam 3e-3, 4 negatives, early stopping). P3's own recipe (Adam, 1 "
+            "negative, batch 256, 30 epochs) at its stated ML-1M lr 0.05 kills the MLP (constant scores by epoch 2); "
+            "at P3's Last.FM lr 1e-3 it gives ML-1M RBO 0.508 / τ 0.219 but Last.fm 0.146 / −0.437 (recsae's "
+            "trainer 0.695 / 0.470). SAE recipe, loop and ranking as P3's code, and at β = 0 the same fidelity "
+            "(P3-recipe NCF, ML-1M RBO 0.420; P3 0.448). Left: the prediction loss lifts it far less than in P3's "
+            "Fig. 4 (β 0 → 10: P3 0.448 → 0.748; here 0.420 → 0.508, 0.667 at β = 100), as it does with larger "
+            "embeddings (P3-recipe NCF entries' RMS 0.60 users, 0.84 items; P3's printed NCF 0.47)",
         )
         add("NCF Kendall τ-b", "0.609", f"{f.kendall_tau:.3f}", "same users and lists as the RBO")
     if "mf" in fid:
