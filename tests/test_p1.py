@@ -193,8 +193,8 @@ def test_logit_effect_ranks_the_planted_genre_on_top(world, world_sae):
     # each genre's feature raises that genre's items most (the planted direction)
     assert [by_label.loc[f].idxmax() for f in feats] == names
     top = p1.top_bottom_items(eff, int(feats[2]), k=10)
-    assert world.item_groups[top.loc[top["side"] == "top", "item"].to_numpy(), 2].all()
-    assert not world.item_groups[top.loc[top["side"] == "bottom", "item"].to_numpy(), 2].any()
+    assert world.item_groups[top.loc[top["side"] == "top", "item"].to_numpy(copy=True), 2].all()
+    assert not world.item_groups[top.loc[top["side"] == "bottom", "item"].to_numpy(copy=True), 2].any()
     assert top["effect"][:10].is_monotonic_decreasing
     # the effect is in the site's raw space: decoding one unit of the feature moves the logits by it
     one = torch.zeros(1, 32)
