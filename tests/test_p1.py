@@ -243,7 +243,7 @@ def test_steered_top_k_raises_the_genre_share_monotonically(world, world_split, 
         lists = p1.steered_top_k(world.model, SITE, sae, world_split, feat, p1.ALPHAS, keep_error=keep_error)
         assert len(lists) == len(p1.ALPHAS) * 300 * 10
         share = (
-            lists.assign(g=world.item_groups[lists["item"].to_numpy(), 2].numpy())
+            lists.assign(g=world.item_groups[lists["item"].to_numpy(copy=True), 2].numpy())
             .groupby("alpha")["g"]
             .mean()
         )
@@ -422,7 +422,7 @@ def test_steering_panel_shows_before_and_after(world, world_split, world_sae):
     lists = p1.steered_top_k(world.model, SITE, sae, world_split, chosen["g2"], [0.0, 10.0], users=[0])
     for t in ("item " + str(i) for i in lists["item"]):
         assert f"<td>{t}</td>" in html1
-    shaded = int(world.item_groups[lists["item"].to_numpy(), 2].sum())  # g2 items, before + after
+    shaded = int(world.item_groups[lists["item"].to_numpy(copy=True), 2].sum())  # g2 items, before + after
     assert html1.count('style="background:#fde2b8"') == shaded
     panel.who.value = "all"
     assert "g2 share of the top-10" in panel.output.value and "→" in panel.output.value
