@@ -69,6 +69,11 @@ def world_split(world):
     hist = pd.DataFrame({"user": r.numpy(), "item": (world.seqs[r, c] - 1).numpy(), "timestamp": c.numpy()})
     last = pd.DataFrame({"user": np.arange(n_users), "item": world.targets.numpy(), "timestamp": maxlen})
     inter = pd.concat([hist, last], ignore_index=True).assign(rating=np.float32(1.0))
+    return leave_one_out(_planted_dataset(world, inter, "planted"))
+
+
+def _planted_dataset(world, inter: pd.DataFrame, name: str) -> RecDataset:
+    """The planted world's items (titled, no years) and genres g0, g1, ... around the interactions ``inter``."""
     n_items = world.item_groups.shape[0]
     items = pd.DataFrame(
         {
@@ -78,15 +83,8 @@ def world_split(world):
         }
     )
     names = [f"g{i}" for i in range(world.item_groups.shape[1])]
-    ds = RecDataset(
-        "planted",
-        inter,
-        items,
-        world.item_groups.numpy().copy(),
-        names,
-        pd.DataFrame({"user_id": np.arange(n_users)}),
-    )
-    return leave_one_out(ds)
+    users = pd.DataFrame({"user_id": np.arange(world.seqs.shape[0])})
+    return RecDataset(name, inter, items, world.item_groups.numpy().copy(), names, users)
 
 
 @pytest.fixture(scope="module")
@@ -618,7 +616,6 @@ def p1_world(world):
     """The planted world with staggered start times (user u starts at u * 1000), split as P1 splits."""
     from recsae_core.data.splits import p1_new_users
 
-    n_users = world.seqs.shape[0]
     r, c = torch.nonzero(world.seqs > 0, as_tuple=True)
     inter = pd.DataFrame(
         {
@@ -628,23 +625,7 @@ def p1_world(world):
             "rating": np.float32(1.0),
         }
     )
-    n_items = world.item_groups.shape[0]
-    items = pd.DataFrame(
-        {
-            "item_id": np.arange(n_items),
-            "title": [f"item {i}" for i in range(n_items)],
-            "year": pd.array([pd.NA] * n_items, dtype="Int64"),
-        }
-    )
-    names = [f"g{i}" for i in range(world.item_groups.shape[1])]
-    ds = RecDataset(
-        "planted-p1",
-        inter,
-        items,
-        world.item_groups.numpy().copy(),
-        names,
-        pd.DataFrame({"user_id": np.arange(n_users)}),
-    )
+    ds = _planted_dataset(world, inter, "planted-p1")
     return ds, p1_new_users(ds)
 
 
