@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,7 @@ __all__ = [
     "popularity_latents",
     "popularity_tradeoff",
     "steered_lists",
+    "suppress_popularity",
 ]
 
 
@@ -195,3 +197,33 @@ def popularity_tradeoff(
             }
         )
     return pd.DataFrame(rows)
+
+
+def suppress_popularity(
+    model: Recommender,
+    site: str,
+    sae: SparseAutoencoder,
+    split: Split,
+    pool: Any,
+    values: Sequence[float],
+    *,
+    mode: str = "add",
+    part: str = "test",
+    ties: str = "optimistic",
+    device: str | torch.device | None = None,
+) -> tuple[int, float, pd.DataFrame]:
+    """De-biasing in one call (P2's use case, papers.md §2.8): the live latent of ``pool`` (a
+    :class:`recsae_core.concepts.CasePool` of ``sae`` at ``site``) most correlated with popularity
+    (:func:`popularity_latents`) and its :func:`popularity_tradeoff` over ``values``.
+
+    Returns ``(latent, corr, curve)``. ``mode="add"`` with negative values at user and position sites;
+    ``mode="scale"`` with factors below 1 at item-table sites (see :class:`~recsae_core.steer.Steer`).
+    Raises ``ValueError`` when no latent fires on the pool.
+    """
+    pop = popularity_latents(pool.acts, pool.items, item_popularity(split), pool.history)
+    live = pop[pop["fires"] > 0]
+    if live.empty:
+        raise ValueError(f"no latent of the SAE at {site!r} fires on the {len(pool.acts)} case rows")
+    j, corr = int(live["latent"].iloc[0]), float(live["corr"].iloc[0])
+    curve = popularity_tradeoff(model, site, sae, split, part, j, values, mode=mode, ties=ties, device=device)
+    return j, corr, curve

@@ -104,3 +104,17 @@ def test_popularity_table_formats_each_column_and_names_the_base_row():
     ):
         assert text in html, text
     assert html.count(">MF<") == 2 and html.count(">NCF<") == 2 and "1388.37" not in html
+
+
+def test_suppress_popularity_picks_the_popular_group_and_returns_its_tradeoff(world):
+    w, split, sae = world
+    counts = E.item_popularity(split)
+    pool = build_pool(w.model, "planted.user", sae, split)
+    j, corr, curve = E.suppress_popularity(w.model, "planted.user", sae, split, pool, [-0.5, -1.0])
+    top = E.popularity_latents(pool.acts, pool.items, counts, pool.history).iloc[0]
+    assert j == int(top["latent"]) and corr == pytest.approx(float(top["corr"]))
+    direct = E.popularity_tradeoff(w.model, "planted.user", sae, split, "test", j, [-0.5, -1.0])
+    pd.testing.assert_frame_equal(curve, direct)
+    dead = type(pool)(pool.acts * 0, pool.reps, pool.users, pool.items, pool.history, pool.kind, pool.site)
+    with pytest.raises(ValueError, match="fires"):
+        E.suppress_popularity(w.model, "planted.user", sae, split, dead, [-1.0])
