@@ -96,13 +96,16 @@ def pad_left(groups_N: np.ndarray, values_N: np.ndarray, n_groups: int, maxlen: 
 
 @dataclass
 class TrainSequences:
-    """One training sequence per user (SASRec+: loss at every position; Klenitskiy & Vasilev 2023).
+    """Training sequences with the loss at every position (SASRec+; Klenitskiy & Vasilev 2023).
 
-    The last ``maxlen + 1`` training items of a user give ``inputs = seq[:-1]`` and ``labels = seq[1:]``,
-    both left-padded (0 in ``labels`` = no target). Users with fewer than 2 training items are dropped.
+    ``windows="last"``: one per user, its last ``maxlen + 1`` training items. ``windows="all"``: each user's
+    training items cut into consecutive windows of ``maxlen + 1`` items overlapping by one, so every
+    training interaction after the user's first is a label exactly once (ReChorus trains SASRec on every
+    interaction; P2). A window gives ``inputs = seq[:-1]`` and ``labels = seq[1:]``, both left-padded (0 in
+    ``labels`` = no target); windows without a label (users with one training item) are dropped.
     """
 
-    users: torch.Tensor  # (U,) int64
+    users: torch.Tensor  # (U,) int64 the window's user (repeated for windows="all")
     inputs: torch.Tensor  # (U, L) int64, item + 1, left-padded
     labels: torch.Tensor  # (U, L) int64, next item + 1, 0 where there is no target
     lengths: torch.Tensor  # (U,) int64, number of labelled positions
@@ -111,21 +114,52 @@ class TrainSequences:
         return len(self.users)
 
 
-def train_sequences(split: Split, maxlen: int) -> TrainSequences:
-    """Per-user training sequences from ``split.train`` (time-ordered when timestamps exist)."""
+WINDOWS = ("last", "all")
+
+
+def train_sequences(split: Split, maxlen: int, windows: str = "last") -> TrainSequences:
+    """Training sequences from ``split.train`` (time-ordered when timestamps exist); ``windows`` as in
+    :class:`TrainSequences`."""
+    if windows not in WINDOWS:
+        raise ValueError(f"windows must be one of {WINDOWS}, got {windows!r}")
     df = _ordered(split.train)
     n_users = split.dataset.n_users
-    arr_UL1 = pad_left(df["user"].to_numpy(), df["item"].to_numpy() + 1, n_users, maxlen + 1)
+    user_N, item_N = df["user"].to_numpy(np.int64), df["item"].to_numpy(np.int64) + 1
+    if windows == "last":
+        arr_UL1 = pad_left(user_N, item_N, n_users, maxlen + 1)
+        owner = np.arange(n_users)
+    else:
+        arr_UL1, owner = _all_windows(user_N, item_N, maxlen)
     inputs, labels = arr_UL1[:, :-1], arr_UL1[:, 1:]
     labels = np.where(inputs > 0, labels, 0)  # a label needs an input item before it
     lengths = (labels > 0).sum(1)
-    users = np.flatnonzero(lengths > 0)
+    keep = np.flatnonzero(lengths > 0)
+    users = owner[keep]
     return TrainSequences(
         users=torch.from_numpy(users),
-        inputs=torch.from_numpy(np.ascontiguousarray(inputs[users])),
-        labels=torch.from_numpy(np.ascontiguousarray(labels[users])),
-        lengths=torch.from_numpy(lengths[users]),
+        inputs=torch.from_numpy(np.ascontiguousarray(inputs[keep])),
+        labels=torch.from_numpy(np.ascontiguousarray(labels[keep])),
+        lengths=torch.from_numpy(lengths[keep]),
     )
+
+
+def _all_windows(user_N: np.ndarray, value_N: np.ndarray, maxlen: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, maxlen + 1)`` left-padded windows of every user's rows (grouped by user, in order), counted
+    from each user's end, consecutive windows sharing one row; and the user of each window ``(W,)``."""
+    counts = np.bincount(user_N)
+    e_N = (np.cumsum(counts)[user_N] - 1) - np.arange(len(user_N))  # 0 for a user's last row
+    w_N = e_N // maxlen  # the window a row labels in (the first row of a window is the input only)
+    dup = (e_N > 0) & (e_N % maxlen == 0)  # also the first input of the next-older window
+    user_R = np.concatenate([user_N, user_N[dup]])
+    win_R = np.concatenate([w_N, w_N[dup] - 1])
+    e_R = np.concatenate([e_N, e_N[dup]])
+    value_R = np.concatenate([value_N, value_N[dup]])
+    order = np.lexsort((-e_R, -win_R, user_R))  # by user, oldest window first, oldest row first
+    user_R, win_R, value_R = user_R[order], win_R[order], value_R[order]
+    new = np.ones(len(user_R), dtype=bool)
+    new[1:] = (user_R[1:] != user_R[:-1]) | (win_R[1:] != win_R[:-1])
+    group_R = np.cumsum(new) - 1
+    return pad_left(group_R, value_R, int(group_R[-1]) + 1 if len(group_R) else 0, maxlen + 1), user_R[new]
 
 
 @dataclass
@@ -282,6 +316,8 @@ def eval_data(split: Split, part: str, maxlen: int | None = None) -> EvalData:
     target = split.targets(part)
     if len(target) == 0:
         raise ValueError(f"split {split.name!r} has no {part!r} rows to evaluate on")
+    if split.case_histories:
+        return _case_eval_data(split, part, maxlen)
     ds = split.dataset
     hist = history_frame(split, part)
     indptr, seen = seen_index(hist, ds.n_users, ds.n_items)
@@ -294,4 +330,40 @@ def eval_data(split: Split, part: str, maxlen: int | None = None) -> EvalData:
     if maxlen is not None:
         all_seqs = pad_left(hist["user"].to_numpy(), hist["item"].to_numpy() + 1, ds.n_users, maxlen)
         seqs = torch.from_numpy(all_seqs[users])
+    return EvalData(part, ds.n_items, torch.from_numpy(users), torch.from_numpy(targets), seqs, indptr, seen)
+
+
+def _case_eval_data(split: Split, part: str, maxlen: int | None) -> EvalData:
+    """ReChorus' cases (:attr:`Split.case_histories`): one per target row, read with the user's events before
+    it across every part (time order; at equal times train before valid before test, then file order), and
+    every item of the user in any part masked except the target."""
+    ds = split.dataset
+    parts = [split.train, split.valid, split.test]
+    target_part = 1 if part == "valid" else 2
+    frames = [
+        df[["user", "item", "timestamp"]].assign(_part=j, _row=np.arange(len(df)))
+        for j, df in enumerate(parts)
+    ]
+    timeline = pd.concat(frames, ignore_index=True).sort_values(
+        ["user", "timestamp", "_part", "_row"], kind="stable"
+    )
+    users_T = timeline["user"].to_numpy(np.int64)
+    items_T = timeline["item"].to_numpy(np.int64)
+    is_case = timeline["_part"].to_numpy() == target_part
+    case_idx = np.flatnonzero(is_case)  # position of each case in the timeline
+    first_T = np.searchsorted(users_T, users_T, side="left")  # start of each row's user block
+    users = users_T[case_idx]
+    targets = items_T[case_idx]
+    hist_len = case_idx - first_T[case_idx]
+    order = np.argsort(hist_len, kind="stable")
+    users, targets, case_idx = users[order], targets[order], case_idx[order]
+    indptr, seen = seen_index(timeline, ds.n_users, ds.n_items)
+    seqs = None
+    if maxlen is not None:
+        if maxlen < 1:
+            raise ValueError(f"maxlen must be >= 1, got {maxlen}")
+        pos_CL = case_idx[:, None] - maxlen + np.arange(maxlen)[None, :]  # the maxlen events before each case
+        ok_CL = pos_CL >= first_T[case_idx][:, None]
+        seqs_np = np.where(ok_CL, items_T[np.clip(pos_CL, 0, None)] + 1, 0)
+        seqs = torch.from_numpy(seqs_np.astype(np.int64))
     return EvalData(part, ds.n_items, torch.from_numpy(users), torch.from_numpy(targets), seqs, indptr, seen)

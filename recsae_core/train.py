@@ -395,7 +395,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     if spec.kind == "sequential":
-        seqs = train_sequences(split, cfg.maxlen)
+        seqs = train_sequences(split, cfg.maxlen, getattr(cfg, "train_windows", "last"))
         n_steps = _n_steps(spec, cfg, len(seqs), 0)
         opt = _adam(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))  # kang205/SASRec: Adam β2 = 0.98
     elif spec.kind == "masked":

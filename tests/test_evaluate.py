@@ -146,6 +146,38 @@ def test_histories_are_time_ordered_and_test_includes_valid():
     assert {int(u): s.tolist() for u, s in zip(valid.users, valid.seqs, strict=True)}[0] == [0, 0, 2, 1]
 
 
+def test_case_histories_read_each_row_with_its_own_past_and_mask_every_part():
+    """ReChorus' rule (P2's temporal split): u0 has two test rows; the second is read after the first, and
+    every item u0 has anywhere is masked except the case's target."""
+    split = tiny_split()
+    cols = ["user", "item", "rating", "timestamp"]
+    extra = pd.DataFrame([[0, 1, 1.0, 45]], columns=cols).astype({"rating": np.float32})
+    split = Split(
+        "tiny-cases", split.dataset, split.train, split.valid,
+        pd.concat([split.test, extra], ignore_index=True), case_histories=True,
+    )  # fmt: skip
+    data = eval_data(split, "test", maxlen=5)
+    cases = sorted(
+        (int(u), int(t), s.tolist()) for u, t, s in zip(data.users, data.targets, data.seqs, strict=True)
+    )
+    # u0 in time: 1 (t10), 0 (t20), 2 (valid t30), 3 (test t40), 1 (test t45); items + 1, left-padded
+    assert cases[:2] == [(0, 1, [0, 2, 1, 3, 4]), (0, 3, [0, 0, 2, 1, 3])]
+    assert (2, 2, [0, 0, 0, 2, 1]) in cases
+    (batch,) = list(data.batches(10, trim=False))
+    rows, items = batch.seen_rows.tolist(), batch.seen_items.tolist()
+    masked = {(int(batch.batch.users[r]), int(batch.targets[r]), i) for r, i in zip(rows, items, strict=True)}
+    # u0's cases mask {0, 1, 2, 3}: every part (mask_seen restores the target), later test rows included
+    assert {i for u, t, i in masked if u == 0 and t == 3} == {0, 1, 2, 3}
+    pop = Popularity(3, 4).fit_counts(torch.tensor([3, 3, 3, 2, 2, 1]))  # scores 0, 1, 2, 3
+    # cases: u0→3 and u0→1 and u1→1 rank first (all else masked); u2→2 is beaten by the unseen item 3
+    assert evaluate(pop, split, "test", ks=(1,))["hr@1"] == pytest.approx(3 / 4)
+    # one history per user (the default rule): u0→1 now also competes with its other test item 3
+    per_user = Split("tiny-users", split.dataset, split.train, split.valid, split.test)
+    assert evaluate(pop, per_user, "test", ks=(1,))["hr@1"] == pytest.approx(2 / 4)
+    valid = eval_data(split, "valid", maxlen=5)
+    assert {int(u): s.tolist() for u, s in zip(valid.users, valid.seqs, strict=True)}[0] == [0, 0, 0, 2, 1]
+
+
 def test_train_sequences_inputs_and_shifted_labels():
     seqs = train_sequences(tiny_split(), maxlen=3)
     # u2 has one training item -> no label -> dropped
@@ -153,6 +185,26 @@ def test_train_sequences_inputs_and_shifted_labels():
     # u0 in time order: items 1, 0 -> input [pad, pad, 1+1], label [pad, pad, 0+1]
     assert seqs.inputs[0].tolist() == [0, 0, 2] and seqs.labels[0].tolist() == [0, 0, 1]
     assert seqs.lengths.tolist() == [1, 1]
+
+
+def test_train_sequences_all_windows_label_every_interaction_once():
+    """ReChorus trains on every interaction: with maxlen 2, u0's 5 training items (in time 1, 0, 2, 3, 1)
+    become windows [1, 0, 2] and [2, 3, 1] (shown as items; stored + 1), labels 0, 2, 3, 1 once each."""
+    split = tiny_split()
+    cols = ["user", "item", "rating", "timestamp"]
+    more = pd.DataFrame([[0, 2, 1.0, 21], [0, 3, 1.0, 22], [0, 1, 1.0, 23]], columns=cols)
+    split = Split(
+        "more", split.dataset, pd.concat([split.train, more], ignore_index=True), split.valid, split.test
+    )
+    last = train_sequences(split, maxlen=2)
+    assert last.inputs[last.users == 0].tolist() == [[3, 4]]  # only the last 3 items: labels 3, 1
+    seqs = train_sequences(split, maxlen=2, windows="all")
+    got = sorted(zip(seqs.users.tolist(), seqs.inputs.tolist(), seqs.labels.tolist(), strict=True))
+    assert got == [(0, [2, 1], [1, 3]), (0, [3, 4], [4, 2]), (1, [0, 1], [0, 3])]
+    assert int(seqs.lengths[seqs.users == 0].sum()) == 4  # every item after the first, once
+    assert seqs.lengths[seqs.users == 1].tolist() == [1]  # u1: [0, 2] -> one label
+    with pytest.raises(ValueError, match="windows"):
+        train_sequences(split, maxlen=2, windows="some")
 
 
 def test_seen_index_and_batches_trim_and_mask_rows():

@@ -95,6 +95,11 @@ class Split:
     seed: int = 0
     context: dict[str, pd.DataFrame] = field(default_factory=dict)
     """Explicit history rows per part, for protocols where the default rule does not hold (P1's new users)."""
+    case_histories: bool = False
+    """ReChorus' rule (P2's global temporal split, where a user has several valid/test rows): each target row
+    is read with **its own** history, the user's events before it in time across train, valid and test, and
+    every item the user has in any part is masked except the target (ReChorus masks ``train_clicked_set |
+    residual_clicked_set``). ``False``: one history per user (:meth:`history_for`), its items masked."""
 
     def history_for(self, part: str) -> pd.DataFrame:
         """The rows that form each user's history when evaluating ``part`` ("valid" or "test").

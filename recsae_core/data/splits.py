@@ -175,7 +175,8 @@ def p2_temporal(
     Days are ``timestamp // 86400``; the cut points are quantiles of the distinct days. Users and items that
     do not occur in ``train`` are dropped from valid and test. ``min_rating`` keeps only ratings at or above
     it (P2 uses 4 on ML-1M). Valid and test may hold several events per user: each row is one evaluation case
-    (ReChorus evaluates every test interaction).
+    (ReChorus evaluates every test interaction), read with its own history: the split sets
+    :attr:`~recsae_core.data.dataset.Split.case_histories` (ReChorus' history and masking rule).
     """
     ds.require_timestamps("P2's temporal split")
     if not 0 < train_frac < train_frac + valid_frac < 1:
@@ -196,4 +197,4 @@ def p2_temporal(
     rday = rest["timestamp"].to_numpy() // 86400
     valid = rest[rday < cut2].reset_index(drop=True)
     test = rest[rday >= cut2].reset_index(drop=True)
-    return Split("p2-temporal", ds, train, valid, test, seed=seed)
+    return Split("p2-temporal", ds, train, valid, test, seed=seed, case_histories=True)

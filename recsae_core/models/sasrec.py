@@ -67,6 +67,10 @@ class SASRecConfig:
     every position keeps the same weight as without bucketing (a CPU speed-up; recsae's choice)."""
     valid_users: int | None = 10_000
     """Validation users per epoch (sampled once, seeded; Klenitskiy: 10,000); None = all."""
+    train_windows: str = "last"
+    """Training sequences (:func:`recsae_core.batching.train_sequences`): ``"last"`` = each user's last
+    ``maxlen + 1`` items (SASRec+, P1); ``"all"`` = every training interaction a target once, in windows of
+    ``maxlen + 1`` (ReChorus, P2: with ``history_max`` 20, "last" would drop most of ML-1M's training data)."""
 
     def __post_init__(self) -> None:
         for name in ("d", "n_blocks", "n_heads", "maxlen", "ffn_mult", "batch_size", "epochs", "patience"):
@@ -79,6 +83,10 @@ class SASRecConfig:
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(
                 f"SASRecConfig needs lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"
+            )
+        if self.train_windows not in ("last", "all"):
+            raise ValueError(
+                f"SASRecConfig.train_windows must be 'last' or 'all', got {self.train_windows!r}"
             )
         if self.valid_users is not None and self.valid_users < 1:
             raise ValueError(f"SASRecConfig.valid_users must be >= 1 or None, got {self.valid_users}")

@@ -83,9 +83,11 @@ DEV_METRIC = "dev_ndcg@5"
 INFER_POSITIONS = "last"
 
 
-#: P2's base SASRec architecture (papers.md §2.6): 1 block, 1 head, ``history_max`` 20, d 64. Its loss
-#: stays recsae's full-softmax cross-entropy (P2: BPR with one sampled negative) — a stated deviation.
-P2_SASREC: dict[str, Any] = {"n_blocks": 1, "n_heads": 1, "maxlen": 20}
+#: P2's base SASRec architecture (papers.md §2.6): 1 block, 1 head, ``history_max`` 20, d 64, trained on
+#: every interaction as ReChorus does (windows of 21 items; SASRec+'s one window per user would keep only
+#: each user's last 20 targets). Its loss stays recsae's full-softmax cross-entropy (P2: BPR with one
+#: sampled negative) — a stated deviation.
+P2_SASREC: dict[str, Any] = {"n_blocks": 1, "n_heads": 1, "maxlen": 20, "train_windows": "all"}
 
 
 def p2_dataset(ds: RecDataset, *, core: int = 5, min_rating: float | None = 4.0) -> RecDataset:
