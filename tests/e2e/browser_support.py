@@ -26,7 +26,9 @@ class Visit:
 
     def __init__(self, browser, base: str) -> None:
         self.outside: list[str] = []
-        self._failed: list[str] = []  # same-origin requests that failed or answered >= 400 (e.g. a missing font)
+        self._failed: list[
+            str
+        ] = []  # same-origin requests that failed or answered >= 400 (e.g. a missing font)
         self._aborted: list[str] = []  # same-origin requests the browser cancelled (see ``failed``)
         self.errors: list[str] = []
         self.page = browser.new_page(viewport={"width": 1280, "height": 900})
