@@ -281,6 +281,20 @@ def test_reconstruction_table_base_trained_untrained(planted_p2):
         p2.reconstruction_table({"planted": model}, {("other", 8): res.sae}, split)
 
 
+def test_splice_change_matches_the_table_and_its_interval_covers_it(planted_p2):
+    model, split, _, res = planted_p2
+    tab = p2.reconstruction_table(
+        {"planted": model}, {("planted", 8): res.sae}, split, ks=(10,), sites={"planted": "planted.user"}
+    )
+    base, spliced, init = (float(tab.iloc[i]["NDCG@10"]) for i in range(3))
+    ch = p2.splice_change(model, res.sae, split, site="planted.user", n_boot=200)
+    assert ch["change"] == pytest.approx((spliced - base) / base)
+    assert ch["lo"] <= ch["change"] <= ch["hi"] and ch["hi"] - ch["lo"] > 0
+    assert ch["cases"] == len(split.test) and ch["users"] == split.test["user"].nunique()
+    dead = p2.splice_change(model, p2.untrained_sae(res.sae), split, site="planted.user", n_boot=200)
+    assert dead["change"] == pytest.approx((init - base) / base) and dead["hi"] < ch["lo"]
+
+
 def test_p2_config_and_sites():
     cfg = p2.p2_sae_config(64, 8)
     assert (cfg.n_latents, cfg.k, cfg.aux_k, cfg.aux_coeff, cfg.decoder_norm) == (
