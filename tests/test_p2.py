@@ -269,7 +269,7 @@ def test_reconstruction_table_base_trained_untrained(planted_p2):
     )
     assert list(tab["variant"]) == ["base", "SAE", "untrained SAE"]
     assert tab["k"].isna().tolist() == [True, False, False] and int(tab["k"].iloc[1]) == 8
-    assert {"HR@5", "HR@10", "NDCG@5", "NDCG@10", "users"} <= set(tab.columns)
+    assert {"HR@5", "HR@10", "NDCG@5", "NDCG@10", "cases"} <= set(tab.columns)
     base, sae, init = (tab.iloc[i]["NDCG@10"] for i in range(3))
     assert sae > 0.8 * base and init < 0.5 * base
     from recsae_core.evaluate import evaluate

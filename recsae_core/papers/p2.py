@@ -463,7 +463,7 @@ def reconstruction_table(
 
     Returns:
         A DataFrame with one row per (model, k, variant): ``variant`` in ``"base"`` (``k`` = NA; one row
-        per model), ``"SAE"``, ``"untrained SAE"``; columns ``HR@K``/``NDCG@K`` and ``users``.
+        per model), ``"SAE"``, ``"untrained SAE"``; columns ``HR@K``/``NDCG@K`` and ``cases``.
     """
     import pandas as pd
 
@@ -494,7 +494,7 @@ def reconstruction_table(
             for fam in ("hr", "ndcg"):
                 for kk in ks:
                     row[f"{fam.upper()}@{kk}"] = m[f"{fam}@{kk}"]
-            row["users"] = int(m["n_cases"])
+            row["cases"] = int(m["n_cases"])  # one per user under leave-one-out; several on the temporal split
             rows.append(row)
     out = pd.DataFrame(rows)
     out["k"] = out["k"].astype("Int64")
