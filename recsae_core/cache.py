@@ -14,6 +14,8 @@ dict), ``config.json`` (model name, config, sizes, provenance) and ``history.csv
 ``~/.cache/recsae/artifacts``). Writes are atomic: files are written to temporary names and renamed
 (:func:`recsae_core.utils.atomic_path`), and a cached artifact is assembled in a temporary directory that is
 renamed into place only when complete, so an interrupted run never leaves a half artifact behind.
+Processes that miss the same key at once take turns (:func:`key_lock`): one trains, the others wait and
+load its artifact, so chapters can run side by side without training a model twice.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ __all__ = [
     "cached_fit",
     "dataset_fingerprint",
     "default_cache_dir",
+    "key_lock",
     "load_model",
     "save_model",
     "source_fingerprint",
@@ -193,6 +197,48 @@ def _artifact_dir(root: Path, model_name: str, split: Split, seed: int, key: str
     return root / model_name / f"{safe}-s{seed}-{key}"
 
 
+@contextlib.contextmanager
+def key_lock(final: Path, what: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on the cache entry ``final`` (an empty hidden ``.<name>.lock`` file beside it,
+    POSIX ``flock``; released when the block ends or the process dies; the file stays, as lock files must for
+    ``flock`` to be race-free). A caller that finds the entry missing takes the lock, checks again, and only
+    then trains. Without ``fcntl`` (Windows) it does not lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                f"recsae: waiting for another process that is training {what or final.name} ...", flush=True
+            )
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _load_result(final: Path, cfg: Any, model_name: str, device: str | torch.device) -> TrainResult:
+    model, info = load_model(final, device)
+    hist_path = final / HISTORY
+    history = pd.read_csv(hist_path) if hist_path.is_file() else pd.DataFrame()
+    return TrainResult(
+        model,
+        history,
+        int(info.get("best_epoch", 0)),
+        cfg,
+        model_name,
+        float(info.get("seconds", 0.0)),
+        True,
+        final,
+    )
+
+
 def cached_fit(
     model_name: str,
     split: Split,
@@ -213,20 +259,24 @@ def cached_fit(
     key = artifact_key(model_name, split, cfg, seed)
     final = _artifact_dir(root, model_name, split, seed, key)
     if (final / CONFIG).is_file():
-        model, info = load_model(final, device)
-        hist_path = final / HISTORY
-        history = pd.read_csv(hist_path) if hist_path.is_file() else pd.DataFrame()
-        return TrainResult(
-            model,
-            history,
-            int(info.get("best_epoch", 0)),
-            cfg,
-            model_name,
-            float(info.get("seconds", 0.0)),
-            True,
-            final,
-        )
+        return _load_result(final, cfg, model_name, device)
+    with key_lock(final, f"{model_name} on {split.dataset.name}"):
+        if (final / CONFIG).is_file():  # trained by the process we waited for
+            return _load_result(final, cfg, model_name, device)
+        return _fit_and_store(model_name, split, cfg, key, final, device=device, seed=seed, progress=progress)
 
+
+def _fit_and_store(
+    model_name: str,
+    split: Split,
+    cfg: Any,
+    key: str,
+    final: Path,
+    *,
+    device: str | torch.device,
+    seed: int,
+    progress: bool,
+) -> TrainResult:
     result = fit(model_name, split, cfg, device=device, seed=seed, progress=progress)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))

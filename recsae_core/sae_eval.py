@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 
 import recsae_core
 from recsae_core import metrics, probe
-from recsae_core.cache import default_cache_dir
+from recsae_core.cache import default_cache_dir, key_lock
 from recsae_core.data.dataset import Split
 from recsae_core.models.base import Recommender, UserBatch
 from recsae_core.sae import (
@@ -317,6 +317,18 @@ def cached_sae(
     key = sae_cache_key(data, cfg, train_config, seed=seed, scorer=scorer, key_extra=key_extra)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = root / "sae" / f"{_safe(cfg['architecture'])}-{key}"
+    hit = _cached_entry(final, key, device)
+    if hit is not None:
+        return hit
+    with key_lock(final, f"a {cfg['architecture']} SAE"):
+        hit = _cached_entry(final, key, device)  # stored by the process we waited for
+        if hit is not None:
+            return hit
+        return _train_and_store(data, cfg, train_config, key, final, seed, scorer, device, progress, train_fn)
+
+
+def _cached_entry(final: Path, key: str, device: str | torch.device | None) -> SAETrainResult | None:
+    """The stored result at ``final``, or None (a corrupt or incomplete entry is removed)."""
     if (final / RESULT).is_file():
         try:
             result = _load(final, device)
@@ -327,7 +339,12 @@ def cached_sae(
             return result
     elif final.exists():  # no result.json: an incomplete entry
         shutil.rmtree(final, ignore_errors=True)
+    return None
 
+
+def _train_and_store(
+    data, cfg, train_config, key, final, seed, scorer, device, progress, train_fn
+) -> SAETrainResult:
     if train_fn is not None:
         result = train_fn()
         if not isinstance(result, SAETrainResult):

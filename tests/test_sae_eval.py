@@ -70,7 +70,8 @@ def test_cached_sae_miss_then_hit_is_identical_and_does_not_train(rows, tmp_path
         "sae.json",
         "sae.safetensors",
     ]
-    assert [p.name for p in (tmp_path / "sae").iterdir()] == [entry.name]  # no temporary directory left
+    left = [p.name for p in (tmp_path / "sae").iterdir() if not p.name.endswith(".lock")]
+    assert left == [entry.name]  # no temporary directory left (only the entry and its empty lock file)
 
 
 def test_cached_sae_keeps_per_epoch_selection_fields(rows, tmp_path):
@@ -178,8 +179,9 @@ def test_interrupted_store_leaves_no_entry(rows, tmp_path, monkeypatch):
     monkeypatch.setattr(sae_eval, "save_file", failing)
     with pytest.raises(KeyboardInterrupt):
         sae_eval.cached_sae(rows, CFG, TC, train_fn=Counter(rows), cache_dir=tmp_path)
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
-    assert list((tmp_path / "sae").iterdir()) == []
+    # nothing half-written: no file but the entry's empty lock file (cache.key_lock), no entry directory
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")] == []
+    assert [p for p in (tmp_path / "sae").iterdir() if p.is_dir()] == []
 
 
 def test_sae_key_covers_every_module_that_sae_training_loads():

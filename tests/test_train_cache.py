@@ -192,6 +192,49 @@ def test_cached_fit_miss_then_hit(split, tmp_path, monkeypatch):
     assert artifact_key("bprmf", other, cfg) != artifact_key("bprmf", split, cfg)
 
 
+def test_a_second_process_waits_for_the_one_training_the_same_key_and_loads_its_artifact(
+    split, tmp_path, monkeypatch
+):
+    """Two chapters that miss the same model at once: the one holding the key's lock trains, the other blocks,
+    then loads the artifact instead of training it again (a thread stands for the second process: ``flock``
+    locks belong to the open file, so two opens in one process exclude each other too)."""
+    import threading
+
+    cfg = {**FAST["bprmf"], "epochs": 2}
+    trained_by: list[str] = []
+    real_fit = cache_mod.fit
+
+    def counting_fit(*args, **kwargs):
+        trained_by.append(threading.current_thread().name)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "fit", counting_fit)
+    key = artifact_key("bprmf", split, cache_mod.make_config("bprmf", cfg), 0)
+    final = cache_mod._artifact_dir(tmp_path, "bprmf", split, 0, key)
+    out: dict[str, object] = {}
+    waiter = threading.Thread(
+        target=lambda: out.update(r=cached_fit("bprmf", split, cfg, progress=False, cache_dir=tmp_path)),
+        name="second",
+    )
+    with cache_mod.key_lock(final):
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and trained_by == []  # blocked on the lock, nothing trained
+        cache_mod._fit_and_store(
+            "bprmf",
+            split,
+            cache_mod.make_config("bprmf", cfg),
+            key,
+            final,
+            device="cpu",
+            seed=0,
+            progress=False,
+        )
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    assert trained_by == ["MainThread"] and out["r"].from_cache and out["r"].path == final
+
+
 def test_cache_dir_from_environment(split, tmp_path, monkeypatch):
     monkeypatch.setenv("RECSAE_CACHE", str(tmp_path / "env-cache"))
     result = cached_fit("pop", split, progress=False)
@@ -224,9 +267,10 @@ def test_interrupted_write_leaves_no_artifact(split, tmp_path, monkeypatch):
     monkeypatch.setattr(cache_mod, "save_file", failing_save)
     with pytest.raises(KeyboardInterrupt):
         cached_fit("pop", split, progress=False, cache_dir=tmp_path)
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no half-written file
+    # no half-written file (the entry's empty lock file, cache.key_lock, is not part of an artifact)
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")] == []
     assert (
-        not (tmp_path / "pop").exists() or list((tmp_path / "pop").iterdir()) == []
+        not (tmp_path / "pop").exists() or [p for p in (tmp_path / "pop").iterdir() if p.is_dir()] == []
     )  # no artifact directory
     monkeypatch.undo()
     result = cached_fit("pop", split, progress=False, cache_dir=tmp_path)
