@@ -21,6 +21,7 @@ load its artifact, so chapters can run side by side without training a model twi
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -114,8 +115,13 @@ TRAINING_MODULES: tuple[str, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1)
 def source_fingerprint() -> str:
-    """sha256 over the source files of :data:`TRAINING_MODULES` (paths relative to the package, and bytes)."""
+    """sha256 over the source files of :data:`TRAINING_MODULES` (paths relative to the package, and bytes).
+
+    Read once per process: the key describes the code this process runs, so a module edited on disk while a
+    long build is training (its old code still loaded) cannot label the old code's artifacts with the new
+    code's key."""
     root = Path(recsae_core.__file__).resolve().parent
     files = [Path(importlib.import_module(name).__file__).resolve() for name in TRAINING_MODULES]
     return sources_sha256(root, files)[:16]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -96,8 +97,10 @@ CACHE_FORMAT = 1
 SAE_STEM, RESULT, HISTORY, SINCE_FIRED = "sae", "result.json", "history.json", "rows_since_fired.safetensors"
 
 
+@functools.lru_cache(maxsize=1)
 def sae_source_fingerprint() -> str:
-    """sha256 (16 hex) over the source files of :data:`SAE_TRAINING_MODULES`."""
+    """sha256 (16 hex) over the source files of :data:`SAE_TRAINING_MODULES`, read once per process (see
+    :func:`recsae_core.cache.source_fingerprint`)."""
     root = Path(recsae_core.__file__).resolve().parent
     files = [Path(importlib.import_module(name).__file__).resolve() for name in SAE_TRAINING_MODULES]
     return sources_sha256(root, files)[:16]

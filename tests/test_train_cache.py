@@ -277,6 +277,19 @@ def test_interrupted_write_leaves_no_artifact(split, tmp_path, monkeypatch):
     assert not result.from_cache and cached_fit("pop", split, progress=False, cache_dir=tmp_path).from_cache
 
 
+def test_source_fingerprint_is_read_once_per_process(monkeypatch):
+    """An edit to a training module on disk during a long build must not re-key the artifacts the process's
+    still-loaded old code trains: the fingerprint is the code this process started with."""
+    first = cache_mod.source_fingerprint()
+    monkeypatch.setattr(cache_mod, "sources_sha256", lambda root, files: "f" * 64)  # "edited on disk"
+    assert cache_mod.source_fingerprint() == first
+    cache_mod.source_fingerprint.cache_clear()  # a new process reads the edit
+    assert cache_mod.source_fingerprint() == "f" * 16
+    monkeypatch.undo()
+    cache_mod.source_fingerprint.cache_clear()
+    assert cache_mod.source_fingerprint() == first
+
+
 def test_artifact_key_covers_every_module_that_training_loads():
     """The cache key hashes TRAINING_MODULES; a module that training loads but the list misses would let a
     code change reuse stale models. Run in a fresh interpreter, so other tests' imports do not count."""

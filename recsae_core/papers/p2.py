@@ -494,7 +494,9 @@ def reconstruction_table(
             for fam in ("hr", "ndcg"):
                 for kk in ks:
                     row[f"{fam.upper()}@{kk}"] = m[f"{fam}@{kk}"]
-            row["cases"] = int(m["n_cases"])  # one per user under leave-one-out; several on the temporal split
+            row["cases"] = int(
+                m["n_cases"]
+            )  # one per user under leave-one-out; several on the temporal split
             rows.append(row)
     out = pd.DataFrame(rows)
     out["k"] = out["k"].astype("Int64")
