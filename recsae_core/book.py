@@ -72,8 +72,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -619,6 +621,10 @@ def _ipc_kernel_manager() -> type:
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs: Any) -> None:
             kwargs.setdefault("transport", "ipc")
+            # a socket path of its own: jupyter_client's default ("kernel-ipc" in the working folder) is shared
+            # by every kernel a process starts, so two notebooks run side by side crossed their messages
+            # ("Invalid Signature")
+            kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(), f"recsae-kernel-{uuid.uuid4().hex}"))
             super().__init__(**kwargs)
 
     return IPCKernelManager
@@ -954,13 +960,21 @@ def run_book(
     build: bool = True,
     progress: bool = True,
     device: str | None = None,
+    jobs_at_once: int = 1,
 ) -> dict[str, Any]:
     """Execute the planned chapters (skipping unchanged ones) and build the HTML.
 
+    ``jobs_at_once`` > 1 runs that many notebooks side by side (each kernel gets ``cpu_count // jobs_at_once``
+    OpenMP threads unless ``OMP_NUM_THREADS`` is set). Pages that need the same model or SAE take turns on it
+    (:func:`recsae_core.cache.key_lock`): one trains, the other waits and loads it. A failure stops new
+    notebooks from starting; the ones running finish, then the first failure is raised.
+
     Returns a summary: ``executed`` and ``skipped`` as ``(chapter, dataset)`` lists, ``seconds`` per executed
-    notebook, and ``html`` (the folder, or ``None`` with ``build=False``). Raises :class:`ChapterFailed` or
-    :class:`BookError`.
+    notebook, ``wall_seconds`` of the execution phase, and ``html`` (the folder, or ``None`` with
+    ``build=False``). Raises :class:`ChapterFailed` or :class:`BookError`.
     """
+    if isinstance(jobs_at_once, bool) or not isinstance(jobs_at_once, int) or jobs_at_once < 1:
+        raise BookError(f"jobs_at_once must be an int >= 1, got {jobs_at_once!r}")
     root = Path(root).resolve()
     output = Path(output).resolve() if output is not None else root
     jobs, toc, loaded = plan(root, profile, chapters, datasets, output, device=device)
@@ -971,7 +985,9 @@ def run_book(
             print(msg, flush=True)
 
     summary: dict[str, Any] = {"executed": [], "skipped": [], "seconds": {}, "html": None}
-    say(f"recsae book: profile {profile!r}, {len(jobs)} notebook(s), output {output / '_build'}")
+    at_once = f", {jobs_at_once} at once" if jobs_at_once > 1 else ""
+    say(f"recsae book: profile {profile!r}, {len(jobs)} notebook(s){at_once}, output {output / '_build'}")
+    pending: list[tuple[str, Job]] = []
     for i, job in enumerate(jobs, 1):
         digest, parts = input_hash(job)
         job.parts = {"hash": digest, "inputs": parts}
@@ -979,12 +995,25 @@ def run_book(
         if not force and _recorded_hash(job) == digest:
             say(f"{tag}: unchanged, skipped")
             summary["skipped"].append((job.chapter, job.dataset))
-            continue
+        else:
+            pending.append((tag, job))
+
+    def run_one(tag: str, job: Job, bars: bool) -> None:
         say(f"{tag}: executing {job.source.relative_to(root)} ...")
-        seconds = execute(job, root, progress=progress)
+        seconds = execute(job, root, progress=bars)
         say(f"{tag}: done in {seconds:.1f} s")
         summary["executed"].append((job.chapter, job.dataset))
         summary["seconds"][f"{job.chapter}/{job.dataset}"] = seconds
+
+    t_exec = time.perf_counter()
+    if jobs_at_once == 1 or len(pending) <= 1:
+        for tag, job in pending:
+            run_one(tag, job, progress)
+    else:
+        _run_side_by_side(pending, run_one, jobs_at_once)
+        order = {(j.chapter, j.dataset): i for i, (_, j) in enumerate(pending)}
+        summary["executed"].sort(key=order.__getitem__)
+    summary["wall_seconds"] = time.perf_counter() - t_exec
     if build:
         t0 = time.perf_counter()
         pages = pages_to_build(root, profile, toc, jobs, loaded, output)
@@ -1000,6 +1029,38 @@ def run_book(
         summary["build_seconds"] = time.perf_counter() - t0
         say(f"built in {summary['build_seconds']:.1f} s. The book is at {html / 'index.html'}")
     return summary
+
+
+def _run_side_by_side(pending: list[tuple[str, Job]], run_one: Any, n: int) -> None:
+    """Run ``run_one(tag, job, False)`` for the pending jobs, ``n`` at once, in order of submission (cell
+    progress bars off: interleaved bars are unreadable). Kernels inherit ``OMP_NUM_THREADS`` = cores // n
+    when it is not set, so ``n`` kernels do not fight over the cores."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    threads = str(max(1, (os.cpu_count() or 1) // n))
+    old = os.environ.get("OMP_NUM_THREADS")
+    if old is None:
+        os.environ["OMP_NUM_THREADS"] = threads
+    stop = threading.Event()
+
+    def guarded(tag: str, job: Job) -> None:
+        if not stop.is_set():
+            try:
+                run_one(tag, job, False)
+            except BaseException:
+                stop.set()  # no new notebook starts; the running ones finish
+                raise
+
+    try:
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="recsae-book") as pool:
+            futures = [pool.submit(guarded, tag, job) for tag, job in pending]
+            wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:  # the first failure in submission order
+            if f.exception() is not None:
+                raise f.exception()
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -1030,6 +1091,13 @@ def _parser() -> argparse.ArgumentParser:
         "papers' settings on a machine without a GPU",
     )
     p.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="notebooks executed side by side (default 1; 2 keeps both cores of a 2-core machine busy)",
+    )
     p.add_argument("--force", action="store_true", help="re-execute even when the inputs are unchanged")
     p.add_argument("--no-build", action="store_true", help="execute only; do not build the HTML")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -1050,6 +1118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             build=not args.no_build,
             progress=not args.quiet,
             device=args.device,
+            jobs_at_once=args.jobs,
         )
     except ChapterFailed as err:
         print(f"recsae book: {err}", file=sys.stderr)

@@ -21,11 +21,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 TOY_CELLS = [
     ("markdown", "# Toy chapter\n\nA tiny chapter for the runner's tests.", []),
-    ("code", 'dataset = "a"\nscale = 1\nfail = False\ndevice = "cpu"', ["parameters"]),
+    ("code", 'dataset = "a"\nscale = 1\nfail = False\ndevice = "cpu"\nrendezvous = ""', ["parameters"]),
     ("code", "import os\nprint('RECSAE_DATA=' + str(os.environ.get('RECSAE_DATA')))", []),
     ("code", "value = scale * 2\nprint(f'value={value}')", []),
     ("code", "if fail:\n    raise RuntimeError('boom in the toy chapter')", []),
     ("code", "print('finished')", []),
+    (  # with a folder: check in, then wait until another notebook has checked in too (side-by-side runs)
+        "code",
+        "if rendezvous:\n"
+        "    import pathlib, time, uuid\n"
+        "    here = pathlib.Path(rendezvous)\n"
+        "    (here / uuid.uuid4().hex).touch()\n"
+        "    t0 = time.time()\n"
+        "    while len(list(here.iterdir())) < 2:\n"
+        "        assert time.time() - t0 < 60, 'no other notebook ran at the same time'\n"
+        "        time.sleep(0.05)",
+        [],
+    ),
 ]
 
 
@@ -149,6 +161,25 @@ def test_runner_executes_skips_reexecutes_and_keeps_good_notebook_on_failure(
     # and the failed run is not mistaken for a good one: the next run tries again
     job = book.plan(toy_root, "smoke", ["toy_b"], None, out)[0][0]
     assert book._recorded_hash(job) not in (None, book.input_hash(job)[0])
+
+
+def test_jobs_at_once_runs_notebooks_side_by_side_and_reports_the_first_failure(toy_root, tmp_path):
+    """Each toy notebook waits (up to 60 s) for another one to check in: both finish only when they ran at
+    the same time (one at a time, the first would fail)."""
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    for chapter in ("toy_a", "toy_b"):
+        _write_profile(toy_root, chapter, rendezvous=str(meet))
+    out = tmp_path / "out"
+    summary = _run(toy_root, out, jobs_at_once=2)
+    assert summary["executed"] == [("toy_a", "a"), ("toy_b", "a")] and len(list(meet.iterdir())) == 2
+    assert summary["wall_seconds"] < sum(summary["seconds"].values())
+    _write_profile(toy_root, "toy_b", fail=True)
+    with pytest.raises(book.ChapterFailed, match="boom"):
+        _run(toy_root, out, jobs_at_once=2, force=True)
+    assert (out / "_build" / "executed" / "smoke" / "toy_b" / "a.failed.ipynb").is_file()
+    with pytest.raises(book.BookError, match="jobs_at_once"):
+        _run(toy_root, out, jobs_at_once=0)
 
 
 def test_dataset_subset_and_generated_toc(toy_root, tmp_path):
