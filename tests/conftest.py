@@ -62,5 +62,6 @@ def smoke_book(shared_data, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("smoke_book")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RECSAE_HOME", str(tmp_path_factory.getbasetemp() / "recsae_home"))
-        summary = book.run_book(profile="smoke", output=out, progress=False)
+        # two notebooks at once, as scripts/book.sh runs them (and half the wait)
+        summary = book.run_book(profile="smoke", output=out, progress=False, jobs_at_once=2)
     return {"output": out, "html": summary["html"], "summary": summary}
