@@ -20,11 +20,17 @@ What lives where (repository root = the book root):
       optional_datasets: [ml-1m]         # also accepted with --dataset (e.g. the official file, downloaded)
       sequential: true                   # optional: the chapter's model needs timestamps (checked)
       smoke:   {datasets: [ml-100k], params: {...}}   # seconds; used by the tests
-      default: {params: {...}}                        # the README's CPU book
+      default:                                        # the README's CPU book
+        params: {...}
+        dataset_params: {ml-1m-prefix: {models: [sasrec]}}   # optional: one page's own overrides
+        minutes: {ml-1m-prefix: 45, ml-100k: 9}       # optional: measured cold minutes on one core
       paper:   {params: {device: cuda, ...}}          # the papers' settings; suits a GPU
 
-  Parameters are those of the profile section; the runner adds ``dataset``. Every parameter must be declared
-  in the notebook's ``parameters`` cell (checked before anything runs).
+  Parameters are those of the profile section, updated with ``dataset_params[<dataset>]``; the runner adds
+  ``dataset``. Every parameter must be declared in the notebook's ``parameters`` cell (checked before
+  anything runs). ``minutes`` only orders the work: with ``--jobs N`` > 1 the pages expected to take longest
+  start first (longest-processing-time-first, so a long page does not start last and leave a core idle);
+  pages without an entry follow in the table of contents' order.
 * ``book/*.md`` and images — plain pages (the intro), copied as they are.
 
 What a run does:
@@ -158,8 +164,17 @@ class Chapter:
     def profile_datasets(self, profile: str) -> list[str]:
         return list(self.sections.get(profile, {}).get("datasets") or self.datasets)
 
-    def params(self, profile: str) -> dict[str, Any]:
-        return dict(self.sections.get(profile, {}).get("params") or {})
+    def params(self, profile: str, dataset: str | None = None) -> dict[str, Any]:
+        """The profile section's ``params``, updated with its ``dataset_params[dataset]`` when given."""
+        sec = self.sections.get(profile, {})
+        out = dict(sec.get("params") or {})
+        if dataset is not None:
+            out.update((sec.get("dataset_params") or {}).get(dataset) or {})
+        return out
+
+    def minutes(self, profile: str, dataset: str) -> float:
+        """Expected cold minutes of a page on one core (the section's ``minutes``; 0 when not given)."""
+        return float((self.sections.get(profile, {}).get("minutes") or {}).get(dataset, 0.0))
 
 
 @dataclass
@@ -171,6 +186,8 @@ class Job:
     source: Path
     params: dict[str, Any]
     executed: Path
+    minutes: float = 0.0
+    """Expected cold minutes on one core (the profile's ``minutes``; orders the work, nothing else)."""
     parts: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -183,6 +200,10 @@ class Job:
 
 
 # ----------------------------------------------------------------------------------------- configuration
+
+
+#: keys a profile section (smoke / default / paper) may hold.
+_SECTION_KEYS = frozenset({"datasets", "params", "dataset_params", "minutes"})
 
 
 def _read_yaml(path: Path) -> Any:
@@ -227,18 +248,40 @@ def load_chapter(root: Path, name: str) -> Chapter:
     sections = {}
     for prof in PROFILES:
         sec = raw.get(prof) or {}
-        if not isinstance(sec, dict) or set(sec) - {"datasets", "params"}:
+        if not isinstance(sec, dict) or set(sec) - _SECTION_KEYS:
             raise BookError(
-                f"{path}: section {prof!r} may only hold 'datasets' and 'params', got {sorted(sec)}"
+                f"{path}: section {prof!r} may only hold {', '.join(sorted(_SECTION_KEYS))}, got {sorted(sec)}"
             )
         if "dataset" in (sec.get("params") or {}):
             raise BookError(f"{path}: section {prof!r}: 'dataset' is set by the runner, not in params")
+        per = sec.get("dataset_params") or {}
+        if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
+            raise BookError(
+                f"{path}: section {prof!r}: dataset_params must map a dataset to a mapping of parameters, "
+                f"e.g. {{ml-1m-prefix: {{models: [sasrec]}}}}"
+            )
+        if any("dataset" in v for v in per.values()):
+            raise BookError(
+                f"{path}: section {prof!r}: 'dataset' is set by the runner, not in dataset_params"
+            )
+        minutes = sec.get("minutes") or {}
+        if not isinstance(minutes, dict) or not all(
+            _number_above(v, 0, strict=False) for v in minutes.values()
+        ):
+            raise BookError(
+                f"{path}: section {prof!r}: minutes must map a dataset to a number >= 0 (expected cold minutes "
+                f"on one core), got {minutes!r}"
+            )
         sections[prof] = sec
     optional = [str(d) for d in raw.get("optional_datasets") or []]
     for prof, sec in sections.items():
-        extra = sorted(set(sec.get("datasets") or []) - set(datasets) - set(optional))
-        if extra:
-            raise BookError(f"{path}: section {prof!r} lists {extra}, not in datasets or optional_datasets")
+        for key in ("datasets", "dataset_params", "minutes"):
+            extra = sorted(set(sec.get(key) or []) - set(datasets) - set(optional))
+            if extra:
+                what = "lists" if key == "datasets" else f"has {key} for"
+                raise BookError(
+                    f"{path}: section {prof!r} {what} {extra}, not in datasets or optional_datasets"
+                )
     return Chapter(
         name=name,
         source=source,
@@ -368,19 +411,21 @@ def plan(
         else:
             names = _substitute_unavailable(ch.profile_datasets(profile), ch.datasets + ch.optional_datasets)
         declared = _declared_parameters(ch.source)
-        params = ch.params(profile)
-        if device is not None and "device" in declared:
-            params["device"] = device
-        check_params(ch, profile, params, names)
-        undeclared = sorted(set(params) - declared) + ([] if "dataset" in declared else ["dataset"])
-        if undeclared:
-            raise BookError(
-                f"chapter {name!r}: parameter(s) {undeclared} of profile {profile!r} are not declared in the "
-                f"'parameters' cell of {ch.source} (declared: {sorted(declared)})"
-            )
         for ds in names:
+            params = ch.params(profile, ds)
+            if device is not None and "device" in declared:
+                params["device"] = device
+            check_params(ch, profile, params, [ds])
+            undeclared = sorted(set(params) - declared) + ([] if "dataset" in declared else ["dataset"])
+            if undeclared:
+                raise BookError(
+                    f"chapter {name!r}: parameter(s) {undeclared} of profile {profile!r} are not declared in "
+                    f"the 'parameters' cell of {ch.source} (declared: {sorted(declared)})"
+                )
             executed = output / "_build" / "executed" / profile / name / f"{ds}.ipynb"
-            jobs.append(Job(name, ds, ch.source, {**params, "dataset": ds}, executed))
+            jobs.append(
+                Job(name, ds, ch.source, {**params, "dataset": ds}, executed, ch.minutes(profile, ds))
+            )
     if not jobs:
         raise BookError(
             f"nothing to run: chapters {selected} support none of the datasets {list(datasets or [])}"
@@ -615,7 +660,12 @@ def ticking_bars(interval: float = 5.0) -> Iterator[None]:
 def _ipc_kernel_manager() -> type:
     """A kernel manager whose kernel talks over local IPC sockets instead of TCP on localhost: nothing to
     eavesdrop on, and the kernel prints no "running over TCP without encryption" warning into the book's
-    output."""
+    output.
+
+    Its shutdown also skips jupyter_client's SIGINT before the shutdown request: papermill shuts a kernel down
+    once it is idle, and the interrupt only made ipykernel log "KeyboardInterrupt caught in kernel" into the
+    book's output, which reads like a failure. A kernel that does not stop is still terminated, then killed.
+    """
     from jupyter_client import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
@@ -626,6 +676,11 @@ def _ipc_kernel_manager() -> type:
             # ("Invalid Signature")
             kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(), f"recsae-kernel-{uuid.uuid4().hex}"))
             super().__init__(**kwargs)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:  # set by shutdown_kernel before its interrupt
+                return
+            await super()._async_interrupt_kernel()
 
     return IPCKernelManager
 
@@ -1010,7 +1065,8 @@ def run_book(
         for tag, job in pending:
             run_one(tag, job, progress)
     else:
-        _run_side_by_side(pending, run_one, jobs_at_once)
+        # longest expected first (stable: pages without an estimate keep the toc order after them)
+        _run_side_by_side(sorted(pending, key=lambda p: -p[1].minutes), run_one, jobs_at_once)
         order = {(j.chapter, j.dataset): i for i, (_, j) in enumerate(pending)}
         summary["executed"].sort(key=order.__getitem__)
     summary["wall_seconds"] = time.perf_counter() - t_exec

@@ -199,6 +199,47 @@ def test_dataset_subset_and_generated_toc(toy_root, tmp_path):
     assert gen["parts"][0]["chapters"][0]["sections"] == [{"file": "chapters/toy_a/zzz"}]
 
 
+def test_dataset_params_and_minutes(toy_root, tmp_path, monkeypatch):
+    """A profile's ``dataset_params`` override its ``params`` on one page only; ``minutes`` makes the
+    side-by-side runner start the longest page first; both are checked before anything runs."""
+    prof = yaml.safe_load((toy_root / "book" / "profiles" / "toy_b.yaml").read_text())
+    prof["default"] |= {"dataset_params": {"b": {"scale": 5}}, "minutes": {"b": 30, "a": 2}}
+    (toy_root / "book" / "profiles" / "toy_b.yaml").write_text(yaml.safe_dump(prof))
+    jobs, _, _ = book.plan(toy_root, "default", None, None, tmp_path)
+    got = {(j.chapter, j.dataset): (j.params["scale"], j.minutes) for j in jobs}
+    assert got == {
+        ("toy_a", "a"): (1, 0),
+        ("toy_a", "b"): (1, 0),
+        ("toy_b", "a"): (1, 2),
+        ("toy_b", "b"): (5, 30),
+    }
+    seen = []
+    monkeypatch.setattr(
+        book, "_run_side_by_side", lambda pending, run_one, n: seen.extend(j for _, j in pending)
+    )
+    monkeypatch.setattr(book, "package_source_hash", lambda: "fixed")
+    book.run_book(
+        root=toy_root, profile="default", output=tmp_path, build=False, progress=False, jobs_at_once=2
+    )
+    assert [(j.chapter, j.dataset) for j in seen] == [
+        ("toy_b", "b"),
+        ("toy_b", "a"),
+        ("toy_a", "a"),
+        ("toy_a", "b"),
+    ]
+    for bad, match in (
+        ({"dataset_params": {"b": {"scale": 5, "epochs": -1}}}, r"profile 'default', parameter 'epochs'"),
+        ({"dataset_params": {"zzz": {"scale": 5}}}, r"has dataset_params for \['zzz'\]"),
+        ({"dataset_params": {"b": 3}}, "dataset_params must map"),
+        ({"minutes": {"b": -1}}, "minutes must map"),
+        ({"minutes": {"zzz": 1}}, r"has minutes for \['zzz'\]"),
+    ):
+        prof["default"] = {"params": {"scale": 1, "fail": False}, **bad}
+        (toy_root / "book" / "profiles" / "toy_b.yaml").write_text(yaml.safe_dump(prof))
+        with pytest.raises(book.BookError, match=match):
+            book.plan(toy_root, "default", None, None, tmp_path)
+
+
 def test_plan_rejects_bad_arguments(toy_root, tmp_path):
     with pytest.raises(book.BookError, match="unknown chapter"):
         book.plan(toy_root, "smoke", ["nope"], None, tmp_path)
@@ -332,6 +373,7 @@ def test_kernels_print_no_tcp_warning(toy_root, tmp_path, capfd):
     _run(toy_root, tmp_path / "out", chapters=["toy_a"])
     out, err = capfd.readouterr()
     assert "without encryption" not in out + err
+    assert "KeyboardInterrupt" not in out + err  # jupyter_client's SIGINT at shutdown, skipped (book.py)
 
 
 def test_subset_run_builds_every_page_executed_earlier(toy_root, tmp_path):
