@@ -699,6 +699,10 @@ def paper_vs_recsae(recon: Any, dataset: str, split_name: str, k: int = 8) -> An
     return pd.DataFrame(rows)
 
 
+#: P2's three model families, in the paper's order of its tables (a page runs the profile's subset).
+P2_MODELS: tuple[str, ...] = ("sasrec", "bprmf", "lightgcn")
+
+
 # ------------------------------------------------------------------------------------------- scoreboard
 _P2_ML1M = ("ml-1m-prefix", "ml-1m")
 _P2_ANCHOR = "p2-vs-recsae"  # the section "P2 vs recsae" of the chapter's pages
