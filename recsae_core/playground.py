@@ -198,6 +198,7 @@ def p2_entry(
         lr=lr,
         batch_size=batch_users,
         rows_per_sample=p2.p2_rows_per_sample(rows),
+        epoch_fraction=p2.p2_epoch_fraction(rows, bm.split),
         epochs=epochs,
         patience=patience,
     )

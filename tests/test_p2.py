@@ -173,6 +173,66 @@ def test_early_stopping_stops_at_best_plus_patience():
         S.EpochSelection("dev", patience=0)
 
 
+def _peaked_se(values: dict[int, float], se: float, snapshots: dict[int, dict[str, torch.Tensor]]):
+    def cb(epoch: int, sae: S.SparseAutoencoder) -> dict[str, float]:
+        snapshots[epoch] = {k: v.clone() for k, v in sae.state_dict().items()}
+        return {"dev": values[epoch], "dev_se": se}
+
+    return cb
+
+
+@pytest.mark.parametrize(
+    ("values", "kept"),
+    [
+        ({1: 0.5, 2: 0.9, 3: 0.86, 4: 0.7, 5: 0.88}, 5),  # 5 is within one SE of the best (2): latest kept
+        ({1: 0.5, 2: 0.9, 3: 0.86, 4: 0.7, 5: 0.8}, 3),  # 5 is not; 3 is
+        ({1: 0.5, 2: 0.9, 3: 0.8, 4: 0.7, 5: 0.8}, 2),  # nothing after the best is close: the best
+        ({1: 0.9, 2: 0.87, 3: 0.95, 4: 0.86, 5: 0.2}, 3),  # 2 was close to 1, but 3 raised the bar
+    ],
+)
+def test_one_standard_error_rule_keeps_the_latest_epoch_close_to_the_best(values, kept):
+    snaps: dict[int, dict[str, torch.Tensor]] = {}
+    tc = epoch_tc(epochs=5, selection=S.EpochSelection("dev", se_metric="dev_se"))
+    res = S.train_sae(topk_cfg(), rows(), tc, epoch_callback=_peaked_se(values, 0.05, snaps), progress=False)
+    assert res.best_epoch == kept and len(res.epoch_history) == 5
+    assert all(torch.equal(t, snaps[kept][k]) for k, t in res.sae.state_dict().items())
+    # mode="min" mirrors it
+    neg = {e: -v for e, v in values.items()}
+    tc_min = epoch_tc(epochs=5, selection=S.EpochSelection("dev", mode="min", se_metric="dev_se"))
+    res_min = S.train_sae(
+        topk_cfg(), rows(), tc_min, epoch_callback=_peaked_se(neg, 0.05, {}), progress=False
+    )
+    assert res_min.best_epoch == kept
+
+
+def test_one_standard_error_rule_patience_counts_from_the_best_value():
+    snaps: dict[int, dict[str, torch.Tensor]] = {}
+    values = {1: 0.5, 2: 0.9, 3: 0.88, 4: 0.88, 5: 0.88, 6: 0.99, 7: 0.99}
+    tc = epoch_tc(epochs=7, selection=S.EpochSelection("dev", patience=3, se_metric="dev_se"))
+    res = S.train_sae(topk_cfg(), rows(), tc, epoch_callback=_peaked_se(values, 0.05, snaps), progress=False)
+    assert res.stopped_early and len(res.epoch_history) == 5 and res.best_epoch == 5
+    with pytest.raises(ValueError, match="se_metric='nope' is not in the epoch record"):
+        S.train_sae(
+            topk_cfg(),
+            rows(),
+            epoch_tc(selection=S.EpochSelection("dev", se_metric="nope")),
+            epoch_callback=_peaked_se(values, 0.05, {}),
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="se_metric must be a metric name"):
+        S.EpochSelection("dev", se_metric="")
+
+
+def test_clustered_se_known_answers():
+    rng = np.random.default_rng(0)
+    v = rng.random(50)
+    users = np.arange(50)
+    assert p2.clustered_se(v, users) == pytest.approx(v.std(ddof=1) / np.sqrt(50))
+    # each user's case twice: the same information, the same standard error (not sqrt(2) smaller)
+    assert p2.clustered_se(np.repeat(v, 2), np.repeat(users, 2)) == pytest.approx(v.std(ddof=1) / np.sqrt(50))
+    assert np.isnan(p2.clustered_se(v[:3], np.zeros(3, dtype=int)))
+
+
 def test_selection_on_the_trainers_own_metric_needs_no_callback():
     res = S.train_sae(
         topk_cfg(), rows(), epoch_tc(selection=S.EpochSelection("loss", mode="min")), progress=False
@@ -243,21 +303,25 @@ def planted_p2():
     return model, split, acts, res
 
 
-def test_train_p2_sae_keeps_the_best_dev_epoch_and_comes_close_to_base(planted_p2):
+def test_train_p2_sae_keeps_the_dev_epoch_of_the_one_se_rule_and_comes_close_to_base(planted_p2):
     model, split, acts, res = planted_p2
     assert len(acts) == 600 and acts.acts.shape[1] == 64
     cfg = res.sae.cfg
     assert (cfg.n_latents, cfg.k, cfg.aux_k, cfg.decoder_norm) == (256, 8, 32, "epoch")
     h = res.epoch_history
-    dev = [r[p2.DEV_METRIC] for r in h]
-    assert res.best_epoch == 1 + int(np.argmax(dev))
+    dev = np.array([r[p2.DEV_METRIC] for r in h])
+    se = np.array([r[p2.DEV_SE_METRIC] for r in h])
+    top = int(np.argmax(dev))
+    kept = max(e for e in range(top, len(dev)) if dev[e] >= dev[top] - se[top])
+    assert res.best_epoch == 1 + kept and np.all(se > 0)
     assert all({"loss", "dead_latents", "dev_hr@5"} <= set(r) for r in h)
     assert h[-1]["loss"] < 0.5 * h[0]["loss"]
-    # the restored SAE is the best epoch's: its dev NDCG@5, measured again, is the recorded maximum
+    # the restored SAE is the kept epoch's: its dev NDCG@5, measured again, is the recorded value
     again = p2.dev_callback(model, "planted.user", split)(0, res.sae)
-    assert again[p2.DEV_METRIC] == pytest.approx(max(dev), abs=1e-12)
+    assert again[p2.DEV_METRIC] == pytest.approx(dev[kept], abs=1e-12)
+    assert again[p2.DEV_SE_METRIC] == pytest.approx(se[kept], abs=1e-12)
     base = res.meta["base_dev_ndcg@5"]
-    assert max(dev) > 0.75 * base
+    assert dev[kept] > 0.75 * base
     untrained = p2.dev_callback(model, "planted.user", split)(0, p2.untrained_sae(res.sae))
     assert untrained[p2.DEV_METRIC] < 0.5 * base  # P2's "Init" collapse
 
@@ -305,7 +369,14 @@ def test_p2_config_and_sites():
         "epoch",
     )
     tc = p2.p2_train_config()
-    assert tc.selection == S.EpochSelection("dev_ndcg@5", "max", 10) and tc.aux_start_epoch == 2
+    assert (
+        tc.selection == S.EpochSelection("dev_ndcg@5", "max", 10, "dev_ndcg@5_se") and tc.aux_start_epoch == 2
+    )
+    assert p2.p2_train_config(one_se=False).selection == S.EpochSelection("dev_ndcg@5", "max", 10)
+    # patience counts P2's epochs: ours are a tenth of one here, so it waits 100 of ours
+    assert p2.p2_train_config(epoch_fraction=0.1).selection.patience == 100
+    with pytest.raises(ValueError, match="epoch_fraction must be in"):
+        p2.p2_train_config(epoch_fraction=0.0)
     torch.manual_seed(0)
     sas = SASRec(5, 20, SASRecConfig(d=16, n_blocks=1, maxlen=8))
     assert p2.p2_site(sas) == "sasrec.final"
@@ -467,6 +538,11 @@ def test_train_activations_interaction_weighting_repeats_each_users_rows(planted
     assert int((rep.users == u).sum()) == int(counts[u])
     assert torch.equal(rep.acts[rep.users == u][0], acts.acts[0])
     assert p2.p2_rows_per_sample(rep) == pytest.approx(1.0) and rep.meta["p2_weighting"] == "interactions"
+    # one of our epochs is P2's epoch with one sample per interaction, users / interactions of it per user
+    assert p2.p2_epoch_fraction(rep, split) == pytest.approx(1.0)
+    assert p2.p2_epoch_fraction(acts, split) == pytest.approx(
+        len(acts) / int(counts[acts.users.numpy()].sum())
+    )
     with pytest.raises(ValueError, match="weighting"):
         p2.p2_train_activations(model, "planted.user", split, weighting="items")
 

@@ -787,8 +787,11 @@ class _EpochLog:
         self.loss_sum = self.fvu_sum = 0.0
         self.n_steps = 0
         self.history: list[dict[str, float]] = []
-        self.best_epoch: int | None = None
+        self.best_epoch: int | None = None  # the epoch kept (restored)
         self.best_value = math.nan
+        self.top_epoch: int | None = None  # the epoch with the best value (patience counts from it)
+        self.top_value = math.nan
+        self.top_se = 0.0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_since_fired: torch.Tensor | None = None
         self.stopped_early = False
@@ -836,17 +839,26 @@ class _EpochLog:
                 f"EpochSelection.metric={sel.metric!r} is not in the epoch record; it has {sorted(rec)} "
                 "(return the metric from epoch_callback)"
             )
+        if sel.se_metric is not None and sel.se_metric not in rec:
+            raise ValueError(
+                f"EpochSelection.se_metric={sel.se_metric!r} is not in the epoch record; it has {sorted(rec)} "
+                "(return the standard error from epoch_callback)"
+            )
         value = rec[sel.metric]
-        better = value > self.best_value if sel.mode == "max" else value < self.best_value
-        if not math.isnan(value) and (self.best_epoch is None or better):
+        sign = 1.0 if sel.mode == "max" else -1.0
+        keep = False
+        if not math.isnan(value) and (self.top_epoch is None or sign * (value - self.top_value) > 0):
+            self.top_epoch, self.top_value = epoch, value
+            self.top_se = float(rec[sel.se_metric]) if sel.se_metric is not None else 0.0
+            keep = True
+        elif sel.se_metric is not None and not math.isnan(value):
+            # one-standard-error rule: a later epoch the dev set cannot tell from the best is kept
+            keep = sign * (value - self.top_value) >= -self.top_se
+        if keep:
             self.best_epoch, self.best_value = epoch, value
             self.best_state = {k: t.detach().clone() for k, t in sae.state_dict().items()}
             self.best_since_fired = since_fired.clone()
-        if (
-            sel.patience is not None
-            and self.best_epoch is not None
-            and epoch - self.best_epoch >= sel.patience
-        ):
+        if sel.patience is not None and self.top_epoch is not None and epoch - self.top_epoch >= sel.patience:
             return True
         return False
 
