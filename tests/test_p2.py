@@ -625,3 +625,41 @@ def test_confidence_summary_counts_and_interval():
     s = p2.confidence_summary(sc, n_boot=200)
     assert s["held-out latents"] == 3 and s["share ≥ 0.8, held out"] == pytest.approx(1 / 3)
     assert s["share ≥ 0.8"] == pytest.approx(0.6)
+
+
+# ------------------------------------------------------------------------------------------- concept cases
+def _pool(users: list[int]) -> object:
+    from recsae_core.concepts import CasePool
+
+    n = len(users)
+    acts = torch.zeros(n, 2)
+    acts[:, 0] = torch.arange(n, 0, -1).float()  # latent 0: every row, strongest first
+    acts[: n // 2, 1] = 1.0  # latent 1: the first half, so it has inactive rows for random cases
+    acts[n // 2 :, 0] = 0.0  # and latent 0 too
+    return CasePool(
+        acts,
+        torch.randn(n, 4),
+        torch.tensor(users),
+        torch.arange(n),
+        torch.zeros(n, 0, dtype=torch.long),
+        "user",
+        "x",
+    )
+
+
+def test_repeated_user_share_known_answers():
+    # 20 rows, one user each: no held-out case can share a describe case's user
+    assert p2.repeated_user_share(_pool(list(range(20)))) == 0.0
+    # the top-10 rows of both latents come from 2 users: describe and held-out cases always share one
+    assert p2.repeated_user_share(_pool([0, 1] * 10)) == 1.0
+
+
+def test_concept_scores_cases_on_a_leave_one_out_split_coincide(planted_p2):
+    model, split, _, res = planted_p2
+    assert split.test["user"].is_unique
+    a_pool, a = p2.concept_scores(model, "planted.user", res.sae, split, n_boot=50)
+    b_pool, b = p2.concept_scores(model, "planted.user", res.sae, split, cases="interactions", n_boot=50)
+    assert torch.equal(a_pool.acts, b_pool.acts) and a.equals(b)
+    assert p2.repeated_user_share(a_pool) == 0.0
+    with pytest.raises(ValueError, match="cases must be one of"):
+        p2.concept_scores(model, "planted.user", res.sae, split, cases="rows")

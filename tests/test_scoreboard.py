@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import nbformat
 import pandas as pd
 import pytest
+import torch
 import yaml
 from docutils.nodes import make_id
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
@@ -266,6 +267,21 @@ def test_p2_claims_from_a_page():
     assert c["untrained"].value == pytest.approx(0.8) and c["untrained"].status == "partly"  # bprmf −80 %
     assert c["confidence"].value == pytest.approx(0.5) and c["confidence"].status == "reproduced"
     assert c["coherence"].value == pytest.approx(0.5) and c["coherence"].status == "partly"
+    assert "one case per user" in c["confidence"].ours
+    # with P2's cases (every test interaction) the claim measures those, and says how they repeat users
+    from recsae_core.concepts import CasePool
+
+    acts = torch.zeros(20, 1)
+    acts[:10, 0] = torch.arange(10, 0, -1).float()
+    pool = CasePool(acts, torch.randn(20, 4), torch.tensor([0, 1] * 10), torch.arange(20),
+                    torch.zeros(20, 0, dtype=torch.long), "user", "x")  # fmt: skip
+    p2c = {"bprmf": (pool, pd.DataFrame({"confidence": [1.0, 0.2, 0.2, 0.2]}))}
+    c = _by_key(p2.claims("ml-1m-prefix", recon, 8, conf, coh, p2_cases=p2c))
+    assert c["confidence"].value == pytest.approx(0.25) and c["confidence"].status == "not"
+    assert (
+        "100% of them scored on a user" in c["confidence"].ours
+        and "One case per user: 0.50" in c["confidence"].ours
+    )
     c = _by_key(p2.claims("ml-100k", recon[recon["model"] == "bprmf"], 8))
     assert c["base_ndcg"].ours == "not measured" and c["stable"].status == "not"  # comparable anywhere
 
