@@ -534,7 +534,7 @@ def _train(
     L0 63, 600 steps, measured) while TopK does (EV 0.83); started at the mean, ReLU+L1 reaches EV 0.64 at
     L0 34. Every architecture gets the same start, so the comparison stays matched.
     """
-    from recsae_core.sae import from_config, train_sae
+    from recsae_core.sae import from_config, init_b_dec_mean, train_sae
 
     scorer = site.scorer if getattr(cfg, "beta", 0) > 0 else None
     data = site.train_rows
@@ -543,9 +543,7 @@ def _train(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             sae = from_config(cfg)
-        with torch.no_grad():
-            xn, _ = sae._prepare(site.training_rows_matrix().float())
-            sae.b_dec.copy_(xn.mean(0))
+        init_b_dec_mean(sae, site.training_rows_matrix().float())
         rows = data.acts if isinstance(data, probe.ActivationSet) else data
         return train_sae(sae, rows, tc, scorer=scorer, device=device, seed=seed, progress=False)
 

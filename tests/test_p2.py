@@ -233,6 +233,31 @@ def test_clustered_se_known_answers():
     assert np.isnan(p2.clustered_se(v[:3], np.zeros(3, dtype=int)))
 
 
+def test_b_dec_init_mean_starts_the_decoder_bias_at_the_rows_mean():
+    x = rows() + torch.linspace(-3, 3, D)  # a large shared component
+    seen: list[torch.Tensor] = []
+
+    def cb(epoch: int, sae: S.SparseAutoencoder) -> None:
+        seen.append(sae.b_dec.detach().clone())
+
+    tiny = {"epochs": 1, "lr": 1e-12}  # one epoch of steps too small to move b_dec: it is where it started
+    S.train_sae(topk_cfg(), x, epoch_tc(b_dec_init="mean", **tiny), epoch_callback=cb, progress=False)
+    assert torch.allclose(seen[-1], x.mean(0), atol=1e-6)
+    S.train_sae(topk_cfg(), x, epoch_tc(**tiny), epoch_callback=cb, progress=False)
+    assert torch.allclose(seen[-1], torch.zeros(D), atol=1e-6)  # "init": the config's zeros
+    # P3's two-tower data: the mean of the user and item rows together
+    u, it = rows(30, 1) + 2.0, rows(50, 2) - 1.0
+    sae = S.from_config(S.P3Config(d_in=D, n_latents=M, beta=0.0, normalize_rows=False))
+    S.init_b_dec_mean(sae, torch.cat([u, it]))
+    assert torch.allclose(sae.b_dec, torch.cat([u, it]).mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="b_dec_init must be one of"):
+        S.TrainConfig(b_dec_init="median")
+    assert (
+        p2.p2_train_config().b_dec_init == "mean"
+        and p2.p2_train_config(b_dec_init="init").b_dec_init == "init"
+    )
+
+
 def test_selection_on_the_trainers_own_metric_needs_no_callback():
     res = S.train_sae(
         topk_cfg(), rows(), epoch_tc(selection=S.EpochSelection("loss", mode="min")), progress=False

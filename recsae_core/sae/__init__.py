@@ -33,6 +33,7 @@ from recsae_core.sae.trainer import (
     SAETrainResult,
     TwoTowerBatch,
     TwoTowerData,
+    init_b_dec_mean,
     train_sae,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "dot_product_scorer",
     "from_config",
     "get_sae_class",
+    "init_b_dec_mean",
     "load_sae",
     "register_sae",
     "save_sae",

@@ -32,6 +32,7 @@ PRED_LOSSES = ("mse", "bce", "mse_prob")
 SAMPLINGS = ("replacement", "epochs")
 DECODER_NORMS = ("step", "epoch")
 SELECTION_MODES = ("max", "min")
+B_DEC_INITS = ("init", "mean")
 
 
 def _positive_int(obj: object, name: str) -> None:
@@ -356,6 +357,13 @@ class TrainConfig:
     dead before epoch 2 anyway). Values above 1 need ``epochs``."""
     selection: EpochSelection | None = None
     """Best-epoch selection and early stopping (P2); needs ``epochs``. ``None``: the last step's SAE."""
+    b_dec_init: str = "init"
+    """The decoder bias before the first step: ``"init"`` — as the SAE comes (zeros from a config, as in
+    P1's, P2's and P3's code); ``"mean"`` — the mean of the training rows in the SAE's input space (SAELens
+    ``b_dec_init_method="mean"``; :func:`~recsae_core.sae.trainer.init_b_dec_mean`). From zeros a TopK SAE on
+    rows with a large shared component (SASRec's LayerNorm'd states: mean norm 5.1 of 6.3 on ML-100k) never
+    learns it into ``b_dec`` and spends latents carrying it (issue 10: 2 of k = 8 latents fire on > 50 % of
+    the rows after 50 epochs, ``b_dec`` norm 0.9)."""
 
     def __post_init__(self) -> None:
         _positive_int(self, "steps")
@@ -382,6 +390,7 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
         _choice(self, "sampling", SAMPLINGS)
+        _choice(self, "b_dec_init", B_DEC_INITS)
         if self.dead_after is not None:
             _positive_int(self, "dead_after")
         _positive_int(self, "aux_start_epoch")

@@ -61,6 +61,7 @@ __all__ = [
     "SAETrainResult",
     "TwoTowerBatch",
     "TwoTowerData",
+    "init_b_dec_mean",
     "train_sae",
 ]
 
@@ -543,6 +544,14 @@ def _make_optimizer(params: list[nn.Parameter], tc: TrainConfig) -> torch.optim.
     )
 
 
+@torch.no_grad()
+def init_b_dec_mean(sae: SparseAutoencoder, rows_ND: torch.Tensor) -> None:
+    """Set ``sae.b_dec`` to the mean of ``rows_ND`` in the SAE's input space (after its input
+    normalisation, if any): SAELens' ``b_dec_init_method="mean"`` (``TrainConfig.b_dec_init``)."""
+    xn, _ = sae._prepare(rows_ND.to(sae.b_dec.device, torch.float32))
+    sae.b_dec.copy_(xn.mean(0))
+
+
 def train_sae(
     sae_or_config: SparseAutoencoder | SAEConfig | dict[str, Any],
     data: torch.Tensor | TwoTowerData | RowSampler,
@@ -636,6 +645,15 @@ def train_sae(
             raise ValueError("P3's prediction loss (beta > 0) needs scorer=...: e.g. two_tower_scorer(model)")
     elif scorer is not None:
         raise ValueError(f"scorer= is only used by P3-style SAEs, not {sae.architecture!r}")
+
+    if tc.b_dec_init == "mean":
+        if isinstance(data, RowSampler):
+            raise ValueError(
+                'TrainConfig.b_dec_init="mean" needs the rows (a tensor or TwoTowerData), not a RowSampler'
+            )
+        init_b_dec_mean(
+            sae, data if isinstance(data, torch.Tensor) else torch.cat([data.user_emb, data.item_emb])
+        )
 
     n_rows = len(data) if hasattr(data, "__len__") else None
     steps = tc.steps
