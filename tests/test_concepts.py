@@ -245,6 +245,25 @@ def test_coherence_by_hand():
     assert torch.isnan(C.coherence(acts[:, :1] * torch.tensor([[1.0], [0], [0], [0]]), reps, items)[0])
 
 
+def test_coherence_summary_by_hand():
+    from recsae_core.concepts import CasePool
+
+    acts = torch.tensor([[3.0, 0.0], [2.0, 1.0], [1.0, 2.0], [0.0, 0.0]])
+    reps = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [5.0, 5.0]])
+    pool = CasePool(acts, reps, torch.arange(4), torch.tensor([0, 0, 1, 2]), torch.zeros(4, 0, dtype=torch.long),
+                    "user", "x")  # fmt: skip
+    untrained = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])  # no latent has 2 cases
+    t = C.coherence_summary(pool, untrained, confident=[1]).set_index("variant")
+    assert (
+        t.loc["trained SAE", "coherence"] == pytest.approx(2**-0.5) and t.loc["trained SAE", "latents"] == 2
+    )
+    assert t.loc["trained SAE", "active cases (median)"] == 2.5  # latent 0 fires on 3 rows, latent 1 on 2
+    assert t.loc["trained SAE, confidence ≥ 0.8", "active cases (median)"] == 2
+    assert t.loc["untrained SAE", "latents"] == 0 and np.isnan(t.loc["untrained SAE", "coherence"])
+    # raw dimensions: column 0 ranks rows 3, 0, 2 (row 1 is 0): items 2 then 0 -> cos((5,5), (1,0))
+    assert t.loc["raw dimensions", "latents"] == 2
+
+
 # ------------------------------------------------------------------------------ language-model client
 class _Handler(http.server.BaseHTTPRequestHandler):
     calls: ClassVar[dict[str, int]] = {}
