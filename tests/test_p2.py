@@ -688,3 +688,25 @@ def test_concept_scores_cases_on_a_leave_one_out_split_coincide(planted_p2):
     assert p2.repeated_user_share(a_pool) == 0.0
     with pytest.raises(ValueError, match="cases must be one of"):
         p2.concept_scores(model, "planted.user", res.sae, split, cases="rows")
+
+
+def test_confidence_rows_one_row_per_model_k_cases_and_labels():
+    pool_u, pool_r = _pool(list(range(20))), _pool([0, 1] * 10)
+    sc = pd.DataFrame({"confidence": [1.0, 0.8, 0.5], "reused": [False, False, True]})
+    t = p2.confidence_rows(
+        {("bprmf", 8): (pool_u, sc), ("bprmf", 4): (pool_u, sc)},
+        {"bprmf": sc.assign(confidence=0.5)},
+        {("bprmf", False): (pool_r, sc), ("bprmf", True): (pool_r, sc.assign(confidence=0.1))},
+        k=8,
+        n_boot=20,
+    )
+    assert list(zip(t["k"], t["cases"], t["labels"], strict=True)) == [
+        (8, "one per user", "real"),
+        (4, "one per user", "real"),
+        (8, "one per user", "shuffled (control)"),
+        (8, "P2's: every test interaction", "real"),
+        (8, "P2's: every test interaction", "shuffled (control)"),
+    ]
+    assert t["share ≥ 0.8"].tolist() == pytest.approx([2 / 3, 2 / 3, 0.0, 2 / 3, 0.0])
+    assert t["held-out shares a describe user"].tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert (t["live latents"] == 2).all()

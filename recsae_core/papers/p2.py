@@ -59,6 +59,7 @@ __all__ = [
     "TIES",
     "clustered_se",
     "concept_scores",
+    "confidence_rows",
     "confidence_summary",
     "dev_callback",
     "p2_base_models",
@@ -292,15 +293,19 @@ def p2_train_config(
 def p2_rows_per_sample(train_acts: probe.ActivationSet) -> float:
     """Mean training rows per P2 sample: rows per (user, weighting copy) — 1 for user-vector sites, the
     mean number of valid positions per history window for SASRec."""
-    n = int(train_acts.meta.get("p2_samples", 0)) or len(torch.unique(train_acts.users))
-    return len(train_acts) / max(n, 1)
+    return len(train_acts) / max(_p2_samples(train_acts), 1)
+
+
+def _p2_samples(train_acts: probe.ActivationSet) -> int:
+    """P2 samples behind the rows (``meta["p2_samples"]``, else one per user)."""
+    return int(train_acts.meta.get("p2_samples", 0)) or len(torch.unique(train_acts.users))
 
 
 def p2_epoch_fraction(train_acts: probe.ActivationSet, split: Split) -> float:
     """Our epoch's samples over P2's (one sample per training interaction of the users trained on): 1 for
     ``weighting="interactions"``, users / interactions for ``"users"`` (ML-1M: about 1/100). The argument
     ``epoch_fraction`` of :func:`p2_train_config`."""
-    n = int(train_acts.meta.get("p2_samples", 0)) or len(torch.unique(train_acts.users))
+    n = _p2_samples(train_acts)
     users = torch.unique(train_acts.users).numpy()
     interactions = int(np.isin(split.train["user"].to_numpy(), users).sum())
     if interactions == 0:
@@ -735,12 +740,51 @@ def repeated_user_share(pool: Any, case_config: Any = None, seed: int = 0) -> fl
     from recsae_core.concepts import CaseConfig, sample_cases
 
     users = pool.users.numpy()
+    if len(np.unique(users)) == len(users):
+        return 0.0  # one case per user: no user can be in both parts (no need to draw the cases)
     drawn = sample_cases(pool, None, case_config or CaseConfig(seed=seed))
     own = [c for c in drawn.values() if not c.reused]
     if not own:
         return float("nan")
     hit = [bool({users[x.row] for x in c.describe} & {users[x.row] for x in c.heldout}) for c in own]
     return float(np.mean(hit))
+
+
+def confidence_rows(
+    concept: Mapping[tuple[str, int], tuple[Any, Any]],
+    controls: Mapping[str, Any],
+    p2_cases: Mapping[tuple[str, bool], tuple[Any, Any]] | None = None,
+    *,
+    k: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Any:
+    """The P2 page's confidence table, one row per (model, k, cases, labels): :func:`confidence_summary` of
+    ``concept`` ((model, k) → :func:`concept_scores`, one case per user), of ``controls`` (model → scores of the
+    shuffled-label control at ``k``, same pool) and of ``p2_cases`` ((model, control) →
+    :func:`concept_scores` ``(cases="interactions")`` at ``k``), with the live latents and
+    :func:`repeated_user_share`. Column ``model`` holds the model names."""
+    import pandas as pd
+
+    def row(name: str, kk: int, labels: str, cases: str, pool: Any, sc: Any) -> dict[str, Any]:
+        return {
+            "model": name,
+            "k": kk,
+            "cases": cases,
+            "labels": labels,
+            "live latents": int((pool.acts > 0).any(0).sum()),
+            **confidence_summary(sc, n_boot=n_boot, seed=seed),
+            "held-out shares a describe user": repeated_user_share(pool, seed=seed),
+        }
+
+    one, p2s = "one per user", "P2's: every test interaction"
+    rows = [row(name, kk, "real", one, pool, sc) for (name, kk), (pool, sc) in concept.items()]
+    rows += [
+        row(name, k, "shuffled (control)", one, concept[(name, k)][0], sc) for name, sc in controls.items()
+    ]
+    for (name, control), (pool, sc) in (p2_cases or {}).items():
+        rows.append(row(name, k, "shuffled (control)" if control else "real", p2s, pool, sc))
+    return pd.DataFrame(rows)
 
 
 def confidence_summary(scores: Any, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:

@@ -806,7 +806,6 @@ class _EpochLog:
         self.n_steps = 0
         self.history: list[dict[str, float]] = []
         self.best_epoch: int | None = None  # the epoch kept (restored)
-        self.best_value = math.nan
         self.top_epoch: int | None = None  # the epoch with the best value (patience counts from it)
         self.top_value = math.nan
         self.top_se = 0.0
@@ -873,7 +872,7 @@ class _EpochLog:
             # one-standard-error rule: a later epoch the dev set cannot tell from the best is kept
             keep = sign * (value - self.top_value) >= -self.top_se
         if keep:
-            self.best_epoch, self.best_value = epoch, value
+            self.best_epoch = epoch
             self.best_state = {k: t.detach().clone() for k, t in sae.state_dict().items()}
             self.best_since_fired = since_fired.clone()
         if sel.patience is not None and self.top_epoch is not None and epoch - self.top_epoch >= sel.patience:
