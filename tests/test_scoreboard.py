@@ -282,6 +282,10 @@ def test_p2_claims_from_a_page():
         "100% of them scored on a user" in c["confidence"].ours
         and "One case per user: 0.50" in c["confidence"].ours
     )
+    # the page's intervals over users go beside each model's change; the rule still judges the point estimate
+    changes = {"sasrec": {"change": -0.02, "lo": -0.09, "hi": 0.05}}
+    c = _by_key(p2.claims("ml-1m-prefix", recon, 8, conf, coh, changes=changes))
+    assert c["stable"].ours == "sasrec -2.0% [-9.0%, +5.0%], bprmf -20.0%" and c["stable"].status == "not"
     c = _by_key(p2.claims("ml-100k", recon[recon["model"] == "bprmf"], 8))
     assert c["base_ndcg"].ours == "not measured" and c["stable"].status == "not"  # comparable anywhere
 

@@ -955,6 +955,7 @@ def claims(
     coherence: Mapping[str, Any] | None = None,
     *,
     p2_cases: Mapping[str, tuple[Any, Any]] | None = None,
+    changes: Mapping[str, Mapping[str, float]] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> list[Any]:
@@ -962,8 +963,10 @@ def claims(
     at SAE size ``k``, ``concept`` ((model, k) → :func:`concept_scores`, one case per user),
     ``p2_cases`` (model → :func:`concept_scores` ``(cases="interactions")`` at ``k``, where the split has
     several test cases per user; the confidence claim measures those, as P2 does) and ``coherence`` (model →
-    :func:`recsae_core.concepts.coherence_summary`); ``n_boot``, ``seed``: the share's bootstrap interval, as
-    the page's :func:`confidence_summary` table computes it."""
+    :func:`recsae_core.concepts.coherence_summary`); ``changes`` (model → :func:`splice_change` of its
+    trained SAE at ``k``) puts each model's 95 % interval beside its change in the stable-reconstruction claim
+    (the rule still judges the point estimate); ``n_boot``, ``seed``: the share's bootstrap interval, as the
+    page's :func:`confidence_summary` table computes it."""
     spec = {s.key.split(".", 1)[1]: s for s in SCOREBOARD}
 
     def ndcg(model: str, variant: str) -> float:
@@ -986,11 +989,17 @@ def claims(
         )
     rel = {m: (ndcg(m, "SAE") - ndcg(m, "base")) / ndcg(m, "base") for m in models}
     worst = max(rel, key=lambda m: abs(rel[m])) if rel else None
+
+    def change_text(m: str) -> str:
+        ch = (changes or {}).get(m)
+        return f"{m} {rel[m]:+.1%}" + (f" [{ch['lo']:+.1%}, {ch['hi']:+.1%}]" if ch else "")
+
     out.append(
         spec["stable"].measure(
             abs(rel[worst]) if worst else None,
-            ", ".join(f"{m} {r:+.1%}" for m, r in rel.items()) if rel else None,
+            ", ".join(change_text(m) for m in rel) if rel else None,
             dataset=dataset,
+            note="95 % intervals over users in brackets" if changes else "",
         )
     )
     loss = {m: -(ndcg(m, "untrained SAE") - ndcg(m, "base")) / ndcg(m, "base") for m in models}
