@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import recsae_core.sae as S
+from recsae_core import probe
 from recsae_core.data.dataset import RecDataset
 from recsae_core.data.splits import leave_one_out
 from recsae_core.models.base import UserBatch
@@ -382,6 +383,24 @@ def test_splice_change_matches_the_table_and_its_interval_covers_it(planted_p2):
     assert ch["cases"] == len(split.test) and ch["users"] == split.test["user"].nunique()
     dead = p2.splice_change(model, p2.untrained_sae(res.sae), split, site="planted.user", n_boot=200)
     assert dead["change"] == pytest.approx((init - base) / base) and dead["hi"] < ch["lo"]
+
+
+def test_splice_fvu_is_measured_on_the_rows_the_splice_replaces(planted_p2):
+    model, split, _, res = planted_p2
+    data = probe.eval_cases(model, split, "test")
+    x = model.representation("planted.user", UserBatch(data.users, data.seqs)).detach()
+    assert len(x) == len(split.test)  # one row per case
+    zero = p2.untrained_sae(res.sae)
+    with torch.no_grad():
+        zero.W_dec.zero_()
+        zero.b_dec.copy_(x.mean(0))
+    # a decoder that returns the cases' mean explains none of their variance: FVU 1 exactly
+    assert p2.splice_fvu(model, zero, split, site="planted.user") == pytest.approx(1.0, abs=1e-5)
+    with torch.no_grad():
+        zero.b_dec.zero_()
+    by_hand = float((x**2).sum() / ((x - x.mean(0)) ** 2).sum())
+    assert p2.splice_fvu(model, zero, split, site="planted.user") == pytest.approx(by_hand, rel=1e-5)
+    assert 0 < p2.splice_fvu(model, res.sae, split, site="planted.user") < 0.5
 
 
 def test_p2_config_and_sites():
