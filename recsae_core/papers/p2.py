@@ -655,7 +655,6 @@ def splice_change(
     return {"change": est, "lo": lo, "hi": hi, "users": float(n_u), "cases": float(len(u))}
 
 
-# ------------------------------------------------------------------------------------------ concepts
 def splice_fvu(
     model: Recommender,
     sae: SparseAutoencoder,
@@ -687,12 +686,14 @@ def splice_fvu(
         device=dev,
         progress=False,
     ).acts
-    sae = sae.eval().to(dev)
+    from recsae_core.sae_eval import _encode_rows
+
     with torch.no_grad():
-        x_hat = torch.cat([sae(x.to(dev)).x_hat.cpu() for x in acts.split(batch_size)])
+        x_hat, _ = _encode_rows(sae.eval().to(dev), acts, dev)
     return metrics.fvu(acts, x_hat)
 
 
+# ------------------------------------------------------------------------------------------ concepts
 def p2_concept_split(split: Split) -> Split:
     """The split whose ``"test"`` cases the concepts are read on: ``split`` itself when its test part holds
     one case per user (leave-one-out); for P2's temporal split — whose test part is a few late users, each
