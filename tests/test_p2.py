@@ -403,6 +403,26 @@ def test_splice_fvu_is_measured_on_the_rows_the_splice_replaces(planted_p2):
     assert 0 < p2.splice_fvu(model, res.sae, split, site="planted.user") < 0.5
 
 
+def test_change_table_gathers_the_splice_measures_per_model(planted_p2):
+    model, split, _, res = planted_p2
+    sites = {"planted": "planted.user"}
+    tab, changes = p2.change_table(
+        {"planted": model}, {("planted", 8): res}, split, 8, sites=sites, n_boot=100
+    )
+    row = tab.iloc[0]
+    ch = p2.splice_change(model, res.sae, split, site="planted.user", n_boot=100)
+    dead = p2.splice_change(model, p2.untrained_sae(res.sae), split, site="planted.user", n_boot=100)
+    assert changes["planted"] == ch and row["SAE, k=8"] == ch["change"]
+    assert (
+        row["untrained SAE, k=8"] == dead["change"]
+        and row["SAE: 95% CI"] == f"[{ch['lo']:+.3f}, {ch['hi']:+.3f}]"
+    )
+    assert row["FVU, training (kept epoch)"] == res.epoch_history[res.best_epoch - 1]["fvu"]
+    assert row["FVU at the splice (test)"] == pytest.approx(
+        p2.splice_fvu(model, res.sae, split, site="planted.user")
+    )
+
+
 def test_p2_config_and_sites():
     cfg = p2.p2_sae_config(64, 8)
     assert (cfg.n_latents, cfg.k, cfg.aux_k, cfg.aux_coeff, cfg.decoder_norm) == (

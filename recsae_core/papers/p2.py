@@ -57,6 +57,7 @@ __all__ = [
     "P2_SITES",
     "PAPER_ANCHORS",
     "TIES",
+    "change_table",
     "clustered_se",
     "concept_scores",
     "confidence_rows",
@@ -691,6 +692,46 @@ def splice_fvu(
     with torch.no_grad():
         x_hat, _ = _encode_rows(sae.eval().to(dev), acts, dev)
     return metrics.fvu(acts, x_hat)
+
+
+def change_table(
+    models: Mapping[str, Recommender],
+    runs: Mapping[tuple[str, int], SAETrainResult],
+    split: Split,
+    k: int,
+    *,
+    sites: Mapping[str, str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> tuple[Any, dict[str, dict[str, float]]]:
+    """The page's change table at SAE size ``k``: per model, the relative NDCG@10 change on the test cases
+    with its trained SAE and with an untrained one (:func:`untrained_sae`) spliced in, each with its 95 %
+    interval over users (:func:`splice_change`), the kept epoch's training FVU (mean over its batches) and the
+    FVU at the splice (:func:`splice_fvu`).
+
+    ``runs``: ``(model name, k)`` -> :func:`train_p2_sae` result; ``sites``: model name -> site (default
+    :func:`p2_site`). Returns the DataFrame (``model`` = the name in ``models``) and, per model, the trained
+    SAE's :func:`splice_change` dict (for :func:`claims`).
+    """
+    import pandas as pd
+
+    rows, changes = [], {}
+    for name, model in models.items():
+        site = (sites or {}).get(name) or p2_site(model)
+        run = runs[(name, k)]
+        row: dict[str, Any] = {"model": name}
+        for label, sae in (("SAE", run.sae), ("untrained SAE", untrained_sae(run.sae, seed))):
+            ch = splice_change(model, sae, split, site=site, n_boot=n_boot, seed=seed, device=device)
+            row[f"{label}, k={k}"] = ch["change"]
+            row[f"{label}: 95% CI"] = f"[{ch['lo']:+.3f}, {ch['hi']:+.3f}]"
+            if label == "SAE":
+                changes[name] = ch
+        kept = run.epoch_history[(run.best_epoch or len(run.epoch_history)) - 1]
+        row["FVU, training (kept epoch)"] = kept["fvu"]
+        row["FVU at the splice (test)"] = splice_fvu(model, run.sae, split, site=site, device=device)
+        rows.append(row)
+    return pd.DataFrame(rows), changes
 
 
 # ------------------------------------------------------------------------------------------ concepts
