@@ -21,7 +21,11 @@ fastest TopK library (k = 32) ~36k rows/s; recsae should beat both by >= 1.5x, a
 should not be 2-3x slower than TopK. On a shared machine every figure moves with the load: read each
 beside its load average.
 
-Usage: ``python benchmarks/bench_sae.py [--part train,collect] [--latents 512,2048] [--threads 2]
+P3 (``--part p3``): ms per step of P3's SAE on two-tower batches of P3's ML-1M sizes (d 20, 22 latents;
+MF: 256 pairs, L_pred over all user x item pairs; NCF: 128 positive pairs through its MLP), the trainer's
+hand-written P3 step against the autograd graph, at P3's beta and at beta = 0.
+
+Usage: ``python benchmarks/bench_sae.py [--part train,collect,p3] [--latents 512,2048] [--threads 2]
 [--repeats 3] [--profile] [--json out.json]``.
 """
 
@@ -371,6 +375,66 @@ def part_collect(args: argparse.Namespace) -> list[dict]:
     return out
 
 
+P3_CASES = {
+    # P3's ML-1M SAEs (papers.md §3.4): d 20, 22 latents; MF: 256 pairs per batch, L_pred over all
+    # user x item pairs (closed form in the hand-written step); NCF: 128 positive pairs through the MLP
+    "mf": ({"normalize_rows": True, "alpha": 0.1, "beta": 1.0, "kl_coeff": 0.01, "rho": 0.05}, 256, False),
+    "ncf": (
+        {"pre_bias": False, "alpha": 2.0, "beta": 10.0, "kl_coeff": 0.07, "pred_loss": "bce"},
+        128,
+        True,
+    ),
+}
+
+
+def part_p3(args: argparse.Namespace) -> dict:
+    """ms per step of P3's SAE on user/item batches of P3's sizes, through the whole loop (sampling,
+    step, Adam, bookkeeping): the hand-written step (``fused=True``, the default) against the autograd
+    graph (``fused=False``), at P3's beta and at beta = 0. Random models and embeddings (the cost does
+    not depend on the values); 6,040 users x 3,706 items as ML-1M."""
+    from recsae_core.models.twotower import MF, NCF, MFConfig, NCFConfig
+
+    torch.set_num_threads(args.threads)
+    print(f"\n## P3 SAE steps (d 20, 22 latents; ms/step of train_sae, best of {args.repeats})   [{env()}]")
+    n_users, n_items, d, steps = 6040, 3706, 20, 1500
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    out: dict[str, float] = {}
+    for _ in range(args.repeats):
+        for kind, (fields, batch, pairwise) in P3_CASES.items():
+            model = (
+                MF(n_users, n_items, MFConfig(d=d)) if kind == "mf" else NCF(n_users, n_items, NCFConfig(d=d))
+            )
+            pairs = torch.stack(
+                [
+                    torch.randint(0, n_users, (200_000,), generator=gen),
+                    torch.randint(0, n_items, (200_000,), generator=gen),
+                ],
+                1,
+            )
+            data = S.TwoTowerData(
+                model.user_emb.weight.detach(), model.item_table().detach(), pairs, all_pairs=not pairwise
+            )
+            scorer = S.two_tower_scorer(model, pairwise=pairwise)
+            for beta in (fields["beta"], 0.0):
+                for fused in (True, False):
+                    cfg = S.from_config(
+                        {"architecture": "p3", "d_in": d, "n_latents": 22, **fields, "beta": beta}
+                    ).cfg
+                    tc = S.TrainConfig(steps=steps, batch_size=batch, lr=1e-3, warmup_steps=0, fused=fused)
+                    t = time.perf_counter()
+                    S.train_sae(cfg, data, tc, scorer=scorer, progress=False, num_threads=None)
+                    ms = 1000 * (time.perf_counter() - t) / steps
+                    key = f"{kind} beta={beta:g} {'hand-written' if fused else 'autograd'}"
+                    out[key] = min(out.get(key, float("inf")), ms)
+    print("| model | beta | hand-written ms/step | autograd ms/step | speed-up |\n|---|---|---|---|---|")
+    for kind, (fields, _, _) in P3_CASES.items():
+        for beta in (fields["beta"], 0.0):
+            a, b = out[f"{kind} beta={beta:g} hand-written"], out[f"{kind} beta={beta:g} autograd"]
+            print(f"| {kind} | {beta:g} | {a:.2f} | {b:.2f} | {b / a:.2f}x |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", default="train,collect")
@@ -390,6 +454,8 @@ def main() -> None:
         results["train"] = part_train(args)
     if "collect" in parts:
         results["collect"] = part_collect(args)
+    if "p3" in parts:
+        results["p3"] = part_p3(args)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))

@@ -48,7 +48,9 @@ class P3SAE(SparseAutoencoder):
             return x_ND, None
         mean = x_ND.mean(dim=-1, keepdim=True)
         xc = x_ND - mean
-        std = xc.std(dim=-1, keepdim=True) + ROW_EPS
+        # = xc.std(dim=-1) (unbiased), ~10x faster on CPU for short rows (P3: d = 20)
+        std = torch.linalg.vector_norm(xc, dim=-1, keepdim=True).div_(max(x_ND.shape[-1] - 1, 1) ** 0.5)
+        std += ROW_EPS
         return xc / std, RowStats(mean, std)
 
     def _restore(self, xhat_ND: torch.Tensor, stats: RowStats | None) -> torch.Tensor:
@@ -140,6 +142,7 @@ def dot_product_scorer(pairwise: bool = False) -> Callable[..., torch.Tensor]:
     def score(user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
         return (user_emb * item_emb).sum(-1) if pairwise else user_emb @ item_emb.T
 
+    score.bilinear = True  # type: ignore[attr-defined]  # see two_tower_scorer
     return score
 
 
@@ -190,4 +193,7 @@ def two_tower_scorer(model: torch.nn.Module, pairwise: bool = False) -> Embeddin
         return model.pair_scores_from(u, i, uu, ii).reshape(b, n)
 
     score.module = model  # type: ignore[attr-defined]  # lets the trainer freeze the parameters
+    # logits = u . i + terms without the embeddings (MF's biases): the trainer then computes an MSE on
+    # logits, whose bias terms cancel, and its gradient in closed form instead of through autograd
+    score.bilinear = grid_bias is not None  # type: ignore[attr-defined]
     return score
