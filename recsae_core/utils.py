@@ -24,7 +24,24 @@ __all__ = [
     "seed_everything",
     "sources_sha256",
     "stable_hash",
+    "torch_threads",
 ]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | str | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, restored afterwards (``None``: unchanged)."""
+    if n is None:
+        yield
+        return
+    if isinstance(n, str) or n < 1:
+        raise ValueError(f"num_threads must be a positive int, 'auto' or None, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> torch.Generator:

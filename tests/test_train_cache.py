@@ -124,6 +124,27 @@ def test_fit_is_deterministic_per_seed(split):
     assert m1.history["loss"].tolist() == m2.history["loss"].tolist()
 
 
+@pytest.mark.parametrize("name", ["ncf", "mf", "bprmf", "sasrec"])
+def test_small_step_models_train_on_one_thread_and_the_count_is_restored(split, monkeypatch, name):
+    """MF, NCF and BPR-MF train on one torch thread whatever the process has (ONE_THREAD_MODELS: their
+    small steps run 2-3x slower on two); the others keep the process's count; it is restored after."""
+    seen = []
+
+    def spy(score_fn, data, ks, device=None):
+        seen.append(torch.get_num_threads())
+        return {"ndcg@10": 0.1, "hr@10": 0.2}
+
+    monkeypatch.setattr(train_mod, "evaluate_data", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit(name, split, {**FAST[name], "epochs": 1}, progress=False)
+        assert seen == [1 if name in train_mod.ONE_THREAD_MODELS else 2]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_sequential_model_needs_timestamps():
     split = loo(synth_dataset(timestamps=False))
     with pytest.raises(ValueError, match="no timestamps"):

@@ -53,7 +53,7 @@ from recsae_core.sae.config import EpochSelection, SAEConfig, TrainConfig
 from recsae_core.sae.p3 import P3SAE, call_scorer
 from recsae_core.sae.registry import from_config
 from recsae_core.sae.topk import BatchTopKSAE, TopKSAE
-from recsae_core.utils import resolve_device
+from recsae_core.utils import resolve_device, torch_threads
 
 __all__ = [
     "RowSampler",
@@ -611,21 +611,6 @@ def _auto_threads(step_size: int, dev: torch.device) -> int | None:
     return 1 if busy else None
 
 
-@contextlib.contextmanager
-def _threads(n: int | str | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    if isinstance(n, str) or n < 1:
-        raise ValueError(f"num_threads must be a positive int, 'auto' or None, got {n!r}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _fit_scalar_norm(
     sae: SparseAutoencoder, data: Any, gen: torch.Generator, sample: Callable[[int], Any]
 ) -> None:
@@ -830,7 +815,7 @@ def train_sae(
     if num_threads == "auto":
         num_threads = _auto_threads(tc.batch_size * sae.n_latents, dev)
     t0 = time.perf_counter()
-    with _frozen(scorer), _threads(num_threads):
+    with _frozen(scorer), torch_threads(num_threads):
         for step in range(steps):
             lr = _lr_at(step, tc, steps)
             for g in opt.param_groups:
