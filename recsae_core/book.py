@@ -19,7 +19,6 @@ What lives where (repository root = the book root):
       datasets: [ml-100k, lastfm-2k]     # default pages, in order
       optional_datasets: [ml-1m]         # also accepted with --dataset (e.g. the official file, downloaded)
       sequential: true                   # optional: the chapter's model needs timestamps (checked)
-      kernel_threads: 1                  # optional: OpenMP threads of its kernel when it runs alone
       smoke:   {datasets: [ml-100k], params: {...}}   # seconds; used by the tests
       default:                                        # the README's CPU book
         params: {...}
@@ -31,9 +30,7 @@ What lives where (repository root = the book root):
   ``dataset``. Every parameter must be declared in the notebook's ``parameters`` cell (checked before
   anything runs). ``minutes`` only orders the work: with ``--jobs N`` > 1 the pages expected to take longest
   start first (longest-processing-time-first, so a long page does not start last and leave a core idle);
-  pages without an entry follow in the table of contents' order. ``kernel_threads`` caps the kernel's
-  ``OMP_NUM_THREADS`` when the chapter runs one notebook at a time and the variable is not set (side by side,
-  every kernel already gets cores / N): for chapters whose many small steps run slower on two threads.
+  pages without an entry follow in the table of contents' order.
 * ``book/*.md`` and images — plain pages (the intro), copied as they are.
 
 What a run does:
@@ -163,7 +160,6 @@ class Chapter:
     optional_datasets: list[str]
     sections: dict[str, dict[str, Any]]
     sequential: bool = False
-    kernel_threads: int | None = None
 
     def profile_datasets(self, profile: str) -> list[str]:
         return list(self.sections.get(profile, {}).get("datasets") or self.datasets)
@@ -192,8 +188,6 @@ class Job:
     executed: Path
     minutes: float = 0.0
     """Expected cold minutes on one core (the profile's ``minutes``; orders the work, nothing else)."""
-    kernel_threads: int | None = None
-    """``OMP_NUM_THREADS`` for the kernel when it runs alone and the variable is unset (the chapter's key)."""
     parts: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -280,11 +274,6 @@ def load_chapter(root: Path, name: str) -> Chapter:
             )
         sections[prof] = sec
     optional = [str(d) for d in raw.get("optional_datasets") or []]
-    threads = raw.get("kernel_threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise BookError(
-            f"{path}: kernel_threads must be a positive integer (OpenMP threads), got {threads!r}"
-        )
     for prof, sec in sections.items():
         for key in ("datasets", "dataset_params", "minutes"):
             extra = sorted(set(sec.get(key) or []) - set(datasets) - set(optional))
@@ -302,7 +291,6 @@ def load_chapter(root: Path, name: str) -> Chapter:
         optional_datasets=optional,
         sections=sections,
         sequential=bool(raw.get("sequential", False)),
-        kernel_threads=threads,
     )
 
 
@@ -436,15 +424,7 @@ def plan(
                 )
             executed = output / "_build" / "executed" / profile / name / f"{ds}.ipynb"
             jobs.append(
-                Job(
-                    name,
-                    ds,
-                    ch.source,
-                    {**params, "dataset": ds},
-                    executed,
-                    ch.minutes(profile, ds),
-                    ch.kernel_threads,
-                )
+                Job(name, ds, ch.source, {**params, "dataset": ds}, executed, ch.minutes(profile, ds))
             )
     if not jobs:
         raise BookError(
@@ -1083,8 +1063,7 @@ def run_book(
     t_exec = time.perf_counter()
     if jobs_at_once == 1 or len(pending) <= 1:
         for tag, job in pending:
-            with _omp_threads(job.kernel_threads):
-                run_one(tag, job, progress)
+            run_one(tag, job, progress)
     else:
         # longest expected first (stable: pages without an estimate keep the toc order after them)
         _run_side_by_side(sorted(pending, key=lambda p: -p[1].minutes), run_one, jobs_at_once)
@@ -1106,19 +1085,6 @@ def run_book(
         summary["build_seconds"] = time.perf_counter() - t0
         say(f"built in {summary['build_seconds']:.1f} s. The book is at {html / 'index.html'}")
     return summary
-
-
-@contextlib.contextmanager
-def _omp_threads(n: int | None) -> Iterator[None]:
-    """``OMP_NUM_THREADS=n`` for kernels started in the block, unless the user set the variable."""
-    if n is None or "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    try:
-        yield
-    finally:
-        os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def _run_side_by_side(pending: list[tuple[str, Job]], run_one: Any, n: int) -> None:

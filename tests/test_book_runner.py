@@ -22,12 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOY_CELLS = [
     ("markdown", "# Toy chapter\n\nA tiny chapter for the runner's tests.", []),
     ("code", 'dataset = "a"\nscale = 1\nfail = False\ndevice = "cpu"\nrendezvous = ""', ["parameters"]),
-    (
-        "code",
-        "import os\nprint('RECSAE_DATA=' + str(os.environ.get('RECSAE_DATA')))\n"
-        "print('OMP_NUM_THREADS=' + str(os.environ.get('OMP_NUM_THREADS')))",
-        [],
-    ),
+    ("code", "import os\nprint('RECSAE_DATA=' + str(os.environ.get('RECSAE_DATA')))", []),
     ("code", "value = scale * 2\nprint(f'value={value}')", []),
     ("code", "if fail:\n    raise RuntimeError('boom in the toy chapter')", []),
     ("code", "print('finished')", []),
@@ -58,9 +53,8 @@ def _toy_notebook(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def _write_profile(root: Path, chapter: str, top: dict | None = None, **params) -> None:
+def _write_profile(root: Path, chapter: str, **params) -> None:
     profile = {
-        **(top or {}),
         "title": f"Toy {chapter}",
         "description": "A toy chapter.",
         "datasets": ["a", "b"],
@@ -186,25 +180,6 @@ def test_jobs_at_once_runs_notebooks_side_by_side_and_reports_the_first_failure(
     assert (out / "_build" / "executed" / "smoke" / "toy_b" / "a.failed.ipynb").is_file()
     with pytest.raises(book.BookError, match="jobs_at_once"):
         _run(toy_root, out, jobs_at_once=0)
-
-
-def test_kernel_threads_caps_a_lone_kernels_openmp_threads_unless_the_user_set_them(
-    toy_root, tmp_path, monkeypatch
-):
-    _write_profile(toy_root, "toy_a", top={"kernel_threads": 1})
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    out = tmp_path / "out"
-    _run(toy_root, out, jobs_at_once=1)
-    runs = out / "_build" / "executed" / "smoke"
-    assert "OMP_NUM_THREADS=1\n" in _outputs(runs / "toy_a" / "a.ipynb")
-    assert "OMP_NUM_THREADS=None\n" in _outputs(runs / "toy_b" / "a.ipynb")  # no key: left alone
-    assert "OMP_NUM_THREADS" not in __import__("os").environ  # restored
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting wins
-    _run(toy_root, out, jobs_at_once=1, force=True)
-    assert "OMP_NUM_THREADS=3\n" in _outputs(runs / "toy_a" / "a.ipynb")
-    _write_profile(toy_root, "toy_a", top={"kernel_threads": 0})
-    with pytest.raises(book.BookError, match="kernel_threads must be a positive integer"):
-        _run(toy_root, out, jobs_at_once=1)
 
 
 def test_dataset_subset_and_generated_toc(toy_root, tmp_path):
