@@ -29,13 +29,13 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def torch_threads(n: int | str | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads, restored afterwards (``None``: unchanged)."""
     if n is None:
         yield
         return
-    if isinstance(n, str) or n < 1:
-        raise ValueError(f"num_threads must be a positive int, 'auto' or None, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the thread count must be a positive int or None, got {n!r}")
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -1478,9 +1478,8 @@ def cached_p3_base(
         seconds = float(info.get("seconds", 0.0))
         kept = cfg.iterations if isinstance(cfg, P3MFConfig) else cfg.epochs
         return TrainResult(model, history, kept, cfg, name, seconds, True, final)
-    with torch_threads(
-        1
-    ):  # small steps: as recsae's MF/NCF (train.ONE_THREAD_MODELS), 20 s vs 45 s on ML-1M MF
+    # small steps train faster on one thread, as recsae's MF/NCF (train.ONE_THREAD_MODELS); ML-1M MF 20 s vs 45 s
+    with torch_threads(1):
         res = fit_fn(split, cfg, seed=seed)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
