@@ -847,6 +847,24 @@ def test_fit_p3_mf_is_p3s_summed_per_sample_sgd(monkeypatch):
     assert float(m.global_bias.detach()) == 1.0 and len(res.history) == 1 and res.history["loss"].iloc[0] > 0
 
 
+def test_cached_p3_base_trains_on_one_thread(tmp_path, monkeypatch):
+    """P3's own MF/NCF recipes train on one torch thread (train.ONE_THREAD_MODELS), the count restored after."""
+    seen, fit = [], p3.fit_p3_mf
+
+    def spy(split, config, *, seed=0):
+        seen.append(torch.get_num_threads())
+        return fit(split, config, seed=seed)
+
+    monkeypatch.setattr(p3, "fit_p3_mf", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        p3.cached_p3_base("mf", _toy_split(8, 20), p3.P3MFConfig(d=3, iterations=1), cache_dir=str(tmp_path))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cached_p3_base_reloads_the_same_model(tmp_path):
     split = _toy_split(8, 20)
     cfg = p3.P3MFConfig(d=3, iterations=2)

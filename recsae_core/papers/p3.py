@@ -1449,7 +1449,7 @@ def cached_p3_base(
     from pathlib import Path
 
     from recsae_core import cache
-    from recsae_core.train import TrainResult
+    from recsae_core.train import ONE_THREAD_MODELS, TrainResult
     from recsae_core.utils import stable_hash, torch_threads
 
     fits = {"mf": (fit_p3_mf, P3MFConfig), "ncf": (fit_p3_ncf, P3NCFConfig)}
@@ -1478,8 +1478,8 @@ def cached_p3_base(
         seconds = float(info.get("seconds", 0.0))
         kept = cfg.iterations if isinstance(cfg, P3MFConfig) else cfg.epochs
         return TrainResult(model, history, kept, cfg, name, seconds, True, final)
-    # small steps train faster on one thread, as recsae's MF/NCF (train.ONE_THREAD_MODELS); ML-1M MF 20 s vs 45 s
-    with torch_threads(1):
+    # small steps train faster on one thread (ML-1M MF 20 s vs 45 s): the rule of recsae's own trainer
+    with torch_threads(1 if name in ONE_THREAD_MODELS else None):
         res = fit_fn(split, cfg, seed=seed)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
