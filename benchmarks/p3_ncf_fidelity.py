@@ -16,10 +16,11 @@ per recipe:
 
 Recipes: ``recsae`` (recsae's trainer: Adam 3e-3, 4 negatives, early stopping) and ``p3:<lr>`` (P3's own
 recipe, :func:`recsae_core.papers.p3.fit_p3_ncf`: Adam, 1 negative, batch 256, 30 epochs, N(0, 0.1)
-embeddings) at each learning rate; a recipe whose MLP collapses is reported as such (P3's stated ML-1M lr
-0.05). Writes ``<out>/p3_ncf_fidelity_<dataset>.json`` and ``.csv``. On 2 cores an ML-1M NCF takes ~5-10
+embeddings) at each learning rate, with negatives re-drawn every epoch or, ``p3:<lr>:fixed``, drawn once
+(what P3's code does in effect, ``P3NCFConfig.negatives``); a recipe whose MLP collapses is reported as such
+(P3's stated ML-1M lr 0.05). Writes ``<out>/p3_ncf_fidelity_<dataset>.json`` and ``.csv``. On 2 cores an ML-1M NCF takes ~5-10
 minutes and its SAE a few more (both cached afterwards): run it under the heavy-run lock. Usage:
-``python benchmarks/p3_ncf_fidelity.py [--dataset ml-1m-notime] [--recipes recsae,p3:0.001,p3:0.05]
+``python benchmarks/p3_ncf_fidelity.py [--dataset ml-1m-notime] [--recipes recsae,p3:0.001,p3:0.05,p3:0.001:fixed]
 [--seed 0] [--out benchmarks/results]``. Needs the real data (``$RECSAE_DATA``).
 """
 
@@ -51,12 +52,11 @@ def measure(dataset: str, recipe: str, seed: int = 0) -> dict[str, object]:
         if recipe == "recsae":
             setup = p3.p3_setup(dataset, ["ncf"], recipes={"ncf": "recsae"}, seed=seed)
         else:
-            kind, lr = recipe.split(":")
-            if kind != "p3":
-                raise ValueError(f"recipes are 'recsae' or 'p3:<lr>', got {recipe!r}")
-            setup = p3.p3_setup(
-                dataset, ["ncf"], {"ncf": {"lr": float(lr)}}, recipes={"ncf": "p3"}, seed=seed
-            )
+            kind, lr, *rest = recipe.split(":")
+            if kind != "p3" or len(rest) > 1:
+                raise ValueError(f"recipes are 'recsae' or 'p3:<lr>[:fixed]', got {recipe!r}")
+            cfg = {"lr": float(lr), "negatives": rest[0] if rest else "per_epoch"}
+            setup = p3.p3_setup(dataset, ["ncf"], {"ncf": cfg}, recipes={"ncf": "p3"}, seed=seed)
     except RuntimeError as e:  # fit_p3_ncf: the MLP collapsed
         row.update(collapsed=True, error=str(e), base_s=round(time.perf_counter() - t0, 1))
         return row

@@ -925,3 +925,34 @@ def test_fit_p3_ncf_raises_when_p3s_ml1m_lr_kills_the_mlp_and_trains_at_the_defa
     assert (res.history["live_units_min"] > 0).all() and len(res.history) == 20
     s = res.model.score_vectors(res.model.user_emb.weight, res.model.item_table(), torch.arange(40))
     assert torch.unique(s[0]).numel() == 60  # no ties
+
+
+@pytest.mark.parametrize("name", ["mf", "ncf"])
+def test_p3_base_recipes_draw_negatives_per_epoch_or_once(monkeypatch, name):
+    """``negatives="per_epoch"`` draws every epoch (P3's described recipe); ``"fixed"`` draws once and trains
+    every epoch on those negatives (what P3's code does in effect, issue 15)."""
+    import recsae_core.train as train_mod
+
+    draws, real = [], train_mod.sample_negatives
+
+    def spy(users, n_items, keys, rng, **kw):
+        out = real(users, n_items, keys, rng, **kw)
+        draws.append(out.copy())
+        return out
+
+    monkeypatch.setattr(train_mod, "sample_negatives", spy)
+    split = _toy_split(12, 20)
+    fit, cls, n = (
+        (p3.fit_p3_mf, p3.P3MFConfig, "iterations")
+        if name == "mf"
+        else (p3.fit_p3_ncf, p3.P3NCFConfig, "epochs")
+    )
+    extra = {} if name == "mf" else {"hidden": (4,), "batch_size": 16}
+    per = fit(split, cls(d=3, negatives="per_epoch", **{n: 3}, **extra), seed=1)
+    assert len(draws) == 3 and not all(np.array_equal(draws[0], d) for d in draws[1:])
+    draws.clear()
+    fixed = fit(split, cls(d=3, negatives="fixed", **{n: 3}, **extra), seed=1)
+    assert len(draws) == 1 and len(fixed.history) == 3  # drawn once, trained three epochs
+    assert not torch.equal(per.model.item_emb.weight, fixed.model.item_emb.weight)
+    with pytest.raises(ValueError, match="negatives"):
+        cls(negatives="popularity")

@@ -63,6 +63,7 @@ __all__ = [
     "P3_BATCH_SIZE",
     "P3_FIG4",
     "P3_MATRYOSHKA",
+    "P3_NEGATIVES",
     "P3_SAE_RECIPES",
     "P3_SIZES",
     "PROMOTE_VALUES",
@@ -1216,7 +1217,18 @@ hold 12.5 active latents per item, of P3's SGD MF 6.6. NCF (seed 0, P3's NCF SAE
 trainer: 0.465 / 0.157) but ``lastfm-2k`` RBO 0.146 / tau -0.437 (recsae's trainer: 0.695 / 0.470), so
 recsae's trainer stays the default. What remains of the gap to P3's ML-1M 0.759 / 0.609 is the prediction
 loss's lever: on P3's-recipe NCF, beta = 0 gives RBO 0.420 (P3's Fig. 4: 0.448), beta = 10 0.508 (P3: 0.748),
-beta = 100 0.667, tau 0.478."""
+beta = 100 0.667, tau 0.478. P3's code in effect trains both base models on negatives drawn once (see
+``P3NCFConfig.negatives``); that lowers fidelity further (NCF at lr 1e-3: RBO 0.326, tau -0.056; MF: 0.269,
+-0.149), so the re-drawn negatives of P3's described recipe stay the default."""
+
+
+P3_NEGATIVES = ("per_epoch", "fixed")
+"""How P3's own base-model recipes draw their training negatives (:class:`P3MFConfig`, :class:`P3NCFConfig`)."""
+
+
+def _check_negatives(owner: str, negatives: str) -> None:
+    if negatives not in P3_NEGATIVES:
+        raise ValueError(f"{owner}.negatives must be one of {P3_NEGATIVES}, got {negatives!r}")
 
 
 @dataclass
@@ -1226,7 +1238,7 @@ class P3MFConfig:
     Minibatch SGD whose per-sample updates are summed (``np.add.at``), BCE on ``sigmoid(b + b_u + b_i + p.q)``
     with the global bias ``b`` fixed at the mean positive rating (1 for binarised data), L2 ``beta`` on the
     rows a sample touches, ``N(0, 1/d)`` initial factors, zero biases, one negative per positive re-drawn
-    every iteration, the last iteration kept (no early stopping).
+    every iteration (``negatives``), the last iteration kept (no early stopping).
     """
 
     d: int = 20
@@ -1239,8 +1251,15 @@ class P3MFConfig:
     """Passes over the training positives and their negatives (P3 ML-1M: 10; Last.FM: 30)."""
     batch_size: int = 256
     """Samples per update (P3: 256)."""
+    negatives: str = "per_epoch"
+    """``"per_epoch"``: one negative per positive re-drawn every iteration (the recipe papers.md §3.5 describes);
+    ``"fixed"``: drawn once and reused, which is what P3's ``training.ipynb`` does in effect (its per-iteration
+    draw is assigned to a local variable the loop never reads; the loop uses the negatives given to the
+    model's constructor). Measured on ``ml-1m-notime``, seed 0 (issue 15, :data:`P3_BASE_RECIPE`): "fixed"
+    lowers fidelity (MF RBO 0.313 -> 0.269, tau -0.08 -> -0.15, 2.0 -> 2.3 active latents per item)."""
 
     def __post_init__(self) -> None:
+        _check_negatives("P3MFConfig", self.negatives)
         for name in ("d", "iterations", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"P3MFConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -1275,9 +1294,11 @@ def fit_p3_mf(split: Split, config: P3MFConfig | None = None, *, seed: int = 0) 
     b = 1.0  # P3: mean of the positive ratings, never updated
     a, lam = cfg.alpha, cfg.beta
     rows = []
+    neg = None
     for it in range(1, cfg.iterations + 1):
         t_it, bce = time.perf_counter(), 0.0
-        neg = sample_negatives(pos[:, 0], ds.n_items, keys, rng)
+        if neg is None or cfg.negatives == "per_epoch":
+            neg = sample_negatives(pos[:, 0], ds.n_items, keys, rng)
         u_all = torch.from_numpy(np.concatenate([pos[:, 0], pos[:, 0]]))
         i_all = torch.from_numpy(np.concatenate([pos[:, 1], neg]))
         y_all = torch.cat([torch.ones(len(pos)), torch.zeros(len(pos))]).double()
@@ -1331,8 +1352,15 @@ class P3NCFConfig:
     """Epochs (P3: 30)."""
     batch_size: int = 256
     """Samples per step (P3: 256)."""
+    negatives: str = "per_epoch"
+    """``"per_epoch"``: one negative per positive re-drawn every epoch (the recipe papers.md §3.5 describes);
+    ``"fixed"``: drawn once and reused, which is what P3's ``training.ipynb`` does in effect (its per-epoch
+    draw is assigned to a local variable the loop never reads; the loop uses the negatives given to the
+    model's constructor). Measured on ``ml-1m-notime``, seed 0 (issue 15, :data:`P3_BASE_RECIPE`): "fixed"
+    lowers fidelity (lr 1e-3: NCF RBO 0.508 -> 0.326, tau 0.219 -> -0.056)."""
 
     def __post_init__(self) -> None:
+        _check_negatives("P3NCFConfig", self.negatives)
         for name in ("d", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"P3NCFConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -1392,9 +1420,11 @@ def fit_p3_ncf(split: Split, config: P3NCFConfig | None = None, *, seed: int = 0
     )
     rows = []
     model.train()
+    neg = None
     for ep in range(1, cfg.epochs + 1):
         t_ep, total = time.perf_counter(), 0.0
-        neg = sample_negatives(pos[:, 0], ds.n_items, keys, rng)
+        if neg is None or cfg.negatives == "per_epoch":
+            neg = sample_negatives(pos[:, 0], ds.n_items, keys, rng)
         u_all = torch.from_numpy(np.concatenate([pos[:, 0], pos[:, 0]]))
         i_all = torch.from_numpy(np.concatenate([pos[:, 1], neg]))
         y_all = torch.cat([torch.ones(len(pos)), torch.zeros(len(pos))])
