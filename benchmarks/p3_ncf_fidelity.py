@@ -18,10 +18,10 @@ Recipes: ``recsae`` (recsae's trainer: Adam 3e-3, 4 negatives, early stopping) a
 recipe, :func:`recsae_core.papers.p3.fit_p3_ncf`: Adam, 1 negative, batch 256, 30 epochs, N(0, 0.1)
 embeddings) at each learning rate, with negatives re-drawn every epoch or, ``p3:<lr>:fixed``, drawn once
 (what P3's code does in effect, ``P3NCFConfig.negatives``); a recipe whose MLP collapses is reported as such
-(P3's stated ML-1M lr 0.05). Writes ``<out>/p3_ncf_fidelity_<dataset>.json`` and ``.csv``. On 2 cores an ML-1M NCF takes ~5-10
-minutes and its SAE a few more (both cached afterwards): run it under the heavy-run lock. Usage:
-``python benchmarks/p3_ncf_fidelity.py [--dataset ml-1m-notime] [--recipes recsae,p3:0.001,p3:0.05,p3:0.001:fixed]
-[--seed 0] [--out benchmarks/results]``. Needs the real data (``$RECSAE_DATA``).
+(P3's stated ML-1M lr 0.05). Writes ``<out>/p3_ncf_fidelity_<dataset>.json`` and ``.csv``. On 2 cores an
+ML-1M NCF takes ~5-10 minutes and its SAE a few more (both cached afterwards): run it under the heavy-run
+lock. Usage: ``python benchmarks/p3_ncf_fidelity.py [--dataset ml-1m-notime]
+[--recipes recsae,p3:0.001,p3:0.05,p3:0.001:fixed] [--seed 0] [--out benchmarks/results]``. Needs the real data (``$RECSAE_DATA``).
 """
 
 from __future__ import annotations

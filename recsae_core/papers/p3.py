@@ -1223,7 +1223,13 @@ beta = 100 0.667, tau 0.478. P3's code in effect trains both base models on nega
 
 
 P3_NEGATIVES = ("per_epoch", "fixed")
-"""How P3's own base-model recipes draw their training negatives (:class:`P3MFConfig`, :class:`P3NCFConfig`)."""
+"""How P3's own base-model recipes draw their training negatives (``negatives`` of :class:`P3MFConfig` and
+:class:`P3NCFConfig`). ``"per_epoch"``: one negative per positive re-drawn every epoch (the recipe papers.md §3.5
+describes); ``"fixed"``: drawn once and reused, which is what P3's ``training.ipynb`` does in effect (its
+per-epoch draw is assigned to a local variable the loop never reads; the loop uses the negatives given to the
+model's constructor). Measured on ``ml-1m-notime``, seed 0 (issue 15, :data:`P3_BASE_RECIPE`): "fixed" lowers
+fidelity (NCF at lr 1e-3: RBO 0.508 -> 0.326, tau 0.219 -> -0.056; MF: RBO 0.313 -> 0.269, tau -0.08 -> -0.15,
+2.0 -> 2.3 active latents per item)."""
 
 
 def _check_negatives(owner: str, negatives: str) -> None:
@@ -1252,11 +1258,8 @@ class P3MFConfig:
     batch_size: int = 256
     """Samples per update (P3: 256)."""
     negatives: str = "per_epoch"
-    """``"per_epoch"``: one negative per positive re-drawn every iteration (the recipe papers.md §3.5 describes);
-    ``"fixed"``: drawn once and reused, which is what P3's ``training.ipynb`` does in effect (its per-iteration
-    draw is assigned to a local variable the loop never reads; the loop uses the negatives given to the
-    model's constructor). Measured on ``ml-1m-notime``, seed 0 (issue 15, :data:`P3_BASE_RECIPE`): "fixed"
-    lowers fidelity (MF RBO 0.313 -> 0.269, tau -0.08 -> -0.15, 2.0 -> 2.3 active latents per item)."""
+    """Training negatives re-drawn every iteration (``"per_epoch"``) or drawn once (``"fixed"``, what P3's code does
+    in effect); see :data:`P3_NEGATIVES`."""
 
     def __post_init__(self) -> None:
         _check_negatives("P3MFConfig", self.negatives)
@@ -1353,11 +1356,8 @@ class P3NCFConfig:
     batch_size: int = 256
     """Samples per step (P3: 256)."""
     negatives: str = "per_epoch"
-    """``"per_epoch"``: one negative per positive re-drawn every epoch (the recipe papers.md §3.5 describes);
-    ``"fixed"``: drawn once and reused, which is what P3's ``training.ipynb`` does in effect (its per-epoch
-    draw is assigned to a local variable the loop never reads; the loop uses the negatives given to the
-    model's constructor). Measured on ``ml-1m-notime``, seed 0 (issue 15, :data:`P3_BASE_RECIPE`): "fixed"
-    lowers fidelity (lr 1e-3: NCF RBO 0.508 -> 0.326, tau 0.219 -> -0.056)."""
+    """Training negatives re-drawn every epoch (``"per_epoch"``) or drawn once (``"fixed"``, what P3's code does
+    in effect); see :data:`P3_NEGATIVES`."""
 
     def __post_init__(self) -> None:
         _check_negatives("P3NCFConfig", self.negatives)
